@@ -1,0 +1,281 @@
+"""The embedded default data: natural-looking videos made from the photographs scikit-image ships.
+
+Each video is a "dead leaves" scene (Baradad et al., NeurIPS 2021: procedural images train useful
+vision models): a background photograph seen through a camera that pans, zooms, rotates and wobbles
+(a smooth non-rigid warp), with sprites in front of it, each a shape (disc, rounded box, star or
+blob with soft edges) textured with a crop of another photograph or a flat colour, moving, turning
+and scaling on its own path and occluding the ones behind. Brightness and colour drift over time,
+some videos are blurred, a little sensor noise is added.
+
+Nothing is downloaded: the photographs are part of the scikit-image wheel. Every video is a pure
+function of its seed, so data sets built on it are deterministic and need no file.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Photographs inside the scikit-image wheel (no network needed). Those missing from an installed
+# version are skipped.
+_PHOTO_NAMES = (
+    "astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "moon", "hubble_deep_field",
+    "immunohistochemistry", "retina", "text", "page", "grass", "gravel", "brick", "colorwheel",
+    "cell", "clock", "stereo_motorcycle",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def photo_bank() -> tuple[torch.Tensor, ...]:
+    """The photographs as ``(3, H, W)`` float tensors in [0, 1], loaded once per process."""
+    import skimage.data
+
+    photos = []
+    for name in _PHOTO_NAMES:
+        loader = getattr(skimage.data, name, None)
+        if loader is None:
+            continue
+        try:
+            images = loader()
+        except Exception:  # an image that needs a download in this version of scikit-image
+            continue
+        for image in images if isinstance(images, tuple) else (images,):
+            array = np.asarray(image)
+            if array.ndim != 3 and array.ndim != 2:
+                continue
+            if array.ndim == 2:
+                array = np.repeat(array[..., None], 3, axis=2)
+            array = array[..., :3].astype(np.float32)
+            if array.max() > 1.0:
+                array /= 255.0
+            photos.append(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous())
+    if len(photos) < 2:
+        raise RuntimeError("scikit-image ships fewer than two readable sample photographs")
+    return tuple(photos)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Ranges the generator draws from; the defaults were chosen to look like hand-held footage."""
+
+    min_sprites: int = 1
+    max_sprites: int = 6
+    sprite_size: tuple[float, float] = (0.15, 0.6)  # radius, as a fraction of the frame's shorter side
+    max_speed: float = 0.6  # frame widths per second-ish (per 32 frames)
+    zoom_range: float = 0.5  # log-scale change of the camera over a clip
+    warp_strength: float = 0.04
+    blur_probability: float = 0.25
+    noise_std: float = 0.01
+
+
+def _normalize_matrix(height: int, width: int) -> np.ndarray:
+    """Pixel coordinates (x, y) → grid_sample's normalized coordinates (align_corners=False)."""
+    return np.array([[2.0 / width, 0.0, 1.0 / width - 1.0], [0.0, 2.0 / height, 1.0 / height - 1.0], [0, 0, 1]])
+
+
+def _rotation_scale(angle: float, scale_x: float, scale_y: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c * scale_x, -s * scale_y], [s * scale_x, c * scale_y]])
+
+
+def _frame_pixel_grid(num_frames: int, height: int, width: int) -> torch.Tensor:
+    """``(T, H, W, 3)`` homogeneous pixel-centre coordinates of every output pixel."""
+    ys, xs = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+    grid = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).float()
+    return grid.expand(num_frames, height, width, 3)
+
+
+def _apply_affines(grid: torch.Tensor, matrices: np.ndarray) -> torch.Tensor:
+    """Apply one 2×3 affine per frame: grid ``(T, H, W, 3)``, matrices ``(T, 2, 3)`` → ``(T, H, W, 2)``."""
+    m = torch.from_numpy(matrices.astype(np.float32))
+    return torch.einsum("thwk,tjk->thwj", grid, m)
+
+
+def _smooth_path(rng: np.random.Generator, num_frames: int, scale: float, knots: int = 4) -> np.ndarray:
+    """A smooth random 1-D trajectory (a few random knots, cubic-interpolated), zero at t=0."""
+    xs = np.linspace(0, 1, knots)
+    ys = rng.normal(0.0, scale, size=knots)
+    ys -= ys[0]
+    t = np.linspace(0, 1, num_frames)
+    from scipy.interpolate import CubicSpline
+
+    return CubicSpline(xs, ys)(t)
+
+
+def _warp_field(rng: np.random.Generator, num_frames: int, height: int, width: int, strength: float) -> torch.Tensor:
+    """A smooth non-rigid displacement ``(T, H, W, 2)`` in normalized units, drifting over time."""
+    if strength <= 0:
+        return torch.zeros(num_frames, height, width, 2)
+    coarse = torch.from_numpy(rng.normal(0.0, strength, size=(2, 2, 4, 4)).astype(np.float32))
+    t = torch.linspace(0, 1, num_frames).view(num_frames, 1, 1, 1)
+    field = coarse[0][None] * (1 - t) + coarse[1][None] * t  # (T, 2, 4, 4)
+    field = F.interpolate(field, size=(height, width), mode="bicubic", align_corners=False)
+    return field.permute(0, 2, 3, 1)
+
+
+def _shape_mask(rng: np.random.Generator, local: torch.Tensor, softness: float) -> torch.Tensor:
+    """Soft mask of a random shape in sprite-local coordinates ``(T, H, W, 2)`` (unit radius)."""
+    u, v = local[..., 0], local[..., 1]
+    kind = rng.integers(0, 4)
+    if kind == 0:  # disc / ellipse (aspect is in the sprite's affine)
+        distance = torch.sqrt(u * u + v * v)
+    elif kind == 1:  # rounded box
+        p = float(rng.uniform(4, 10))
+        distance = (u.abs() ** p + v.abs() ** p) ** (1.0 / p)
+    else:  # star (kind 2) or smooth blob (kind 3): radius varies with angle
+        angle = torch.atan2(v, u)
+        radius = torch.ones_like(angle)
+        harmonics = range(2, 7) if kind == 3 else [int(rng.integers(3, 8))]
+        for k in harmonics:
+            amplitude = rng.uniform(0.05, 0.2) if kind == 3 else rng.uniform(0.25, 0.45)
+            radius = radius + amplitude * torch.cos(k * angle + rng.uniform(0, 2 * math.pi))
+        distance = torch.sqrt(u * u + v * v) / radius.clamp_min(0.2)
+    return torch.sigmoid((1.0 - distance) / softness)
+
+
+def _gaussian_blur(frames: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur ``(T, 3, H, W)`` frames with a separable Gaussian."""
+    radius = max(1, int(math.ceil(2.5 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(frames.dtype)
+    channels = frames.shape[1]
+    horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    vertical = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    frames = F.conv2d(F.pad(frames, (radius, radius, 0, 0), mode="replicate"), horizontal, groups=channels)
+    return F.conv2d(F.pad(frames, (0, 0, radius, radius), mode="replicate"), vertical, groups=channels)
+
+
+def _colour_transform(rng: np.random.Generator):
+    """A random colour change: per-channel gains (a grey photograph gets a tint) and sometimes a
+    channel swap for hues the photographs lack. Returned as a function of ``(T, 3, H, W)`` frames,
+    applied after sampling (it commutes with resampling and costs far less on the small frames)."""
+    gains = torch.from_numpy(rng.uniform(0.6, 1.25, size=(1, 3, 1, 1)).astype(np.float32))
+    order = torch.from_numpy(rng.permutation(3)) if rng.random() < 0.2 else None
+
+    def apply(frames: torch.Tensor) -> torch.Tensor:
+        if order is not None:
+            frames = frames[:, order]
+        return (frames * gains).clamp(0, 1)
+
+    return apply
+
+
+def _sample_photo(photo: torch.Tensor, grid_pixels: torch.Tensor) -> torch.Tensor:
+    """Sample ``photo`` ``(3, h, w)`` at photo-pixel coordinates ``(T, H, W, 2)`` → ``(T, 3, H, W)``."""
+    _, h, w = photo.shape
+    norm = torch.stack([grid_pixels[..., 0] * (2.0 / w) - 1.0, grid_pixels[..., 1] * (2.0 / h) - 1.0], dim=-1)
+    source = photo.unsqueeze(0).expand(grid_pixels.shape[0], -1, -1, -1)
+    return F.grid_sample(source, norm, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _camera_matrices(rng, num_frames, height, width, photo_hw, config) -> np.ndarray:
+    """Per-frame affines from output pixels to background-photo pixels: pan, zoom, roll, shake."""
+    ph, pw = photo_hw
+    fraction = rng.uniform(0.35, 0.9)
+    crop_w = fraction * min(pw, ph * width / height)
+    base_scale = crop_w / width  # photo pixels per output pixel
+    zoom = _smooth_path(rng, num_frames, config.zoom_range / 2) + rng.uniform(-1, 1) * config.zoom_range * np.linspace(0, 1, num_frames)
+    roll = _smooth_path(rng, num_frames, 0.08) + rng.uniform(-0.15, 0.15)
+    pan_speed = rng.uniform(0, config.max_speed) * crop_w
+    direction = rng.uniform(0, 2 * math.pi)
+    t = np.linspace(0, 1, num_frames)
+    centre_x = pw / 2 + rng.uniform(-0.2, 0.2) * pw + pan_speed * math.cos(direction) * (t - 0.5) + _smooth_path(rng, num_frames, 0.03 * crop_w, knots=8)
+    centre_y = ph / 2 + rng.uniform(-0.2, 0.2) * ph + pan_speed * math.sin(direction) * (t - 0.5) + _smooth_path(rng, num_frames, 0.03 * crop_w, knots=8)
+    flip = -1.0 if rng.random() < 0.5 else 1.0
+    matrices = np.zeros((num_frames, 2, 3))
+    for i in range(num_frames):
+        scale = base_scale * math.exp(zoom[i])
+        linear = _rotation_scale(roll[i], scale * flip, scale)
+        matrices[i, :, :2] = linear
+        matrices[i, :, 2] = np.array([centre_x[i], centre_y[i]]) - linear @ np.array([width / 2, height / 2])
+    return matrices
+
+
+def _sprite_matrices(rng, num_frames, height, width, config) -> np.ndarray:
+    """Per-frame affines from output pixels to a sprite's local unit coordinates."""
+    short = min(height, width)
+    radius = rng.uniform(*config.sprite_size) * short
+    aspect = math.exp(rng.uniform(-0.5, 0.5))
+    t = np.linspace(0, 1, num_frames)
+    start = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+    speed = rng.uniform(0, config.max_speed * 1.5) * width
+    direction = rng.uniform(0, 2 * math.pi)
+    position_x = start[0] + speed * math.cos(direction) * t + _smooth_path(rng, num_frames, 0.1 * width)
+    position_y = start[1] + speed * math.sin(direction) * t + _smooth_path(rng, num_frames, 0.1 * height)
+    angle = rng.uniform(0, 2 * math.pi) + rng.uniform(-1.5, 1.5) * t
+    scale = np.exp(rng.uniform(-0.4, 0.4) * t)
+    matrices = np.zeros((num_frames, 2, 3))
+    for i in range(num_frames):
+        # inverse of: local → pixels = R(angle) · S(radius·aspect, radius/aspect) · local + position
+        forward = _rotation_scale(angle[i], radius * aspect * scale[i], radius / aspect * scale[i])
+        inverse = np.linalg.inv(forward)
+        matrices[i, :, :2] = inverse
+        matrices[i, :, 2] = -inverse @ np.array([position_x[i], position_y[i]])
+    return matrices
+
+
+def _sprite_texture(rng, local: torch.Tensor, photos) -> torch.Tensor:
+    """The sprite's appearance ``(T, 3, H, W)``: a photo crop attached to the sprite, or a flat colour."""
+    num_frames, height, width, _ = local.shape
+    if rng.random() < 0.2:
+        colour = torch.from_numpy(rng.uniform(0, 1, size=(3,)).astype(np.float32)).view(1, 3, 1, 1)
+        gradient = (local[..., 0] * rng.uniform(-0.2, 0.2) + local[..., 1] * rng.uniform(-0.2, 0.2)).unsqueeze(1)
+        return (colour * (1 + gradient)).clamp(0, 1)
+    photo = photos[rng.integers(len(photos))]
+    colour = _colour_transform(rng)
+    _, ph, pw = photo.shape
+    half = rng.uniform(0.1, 0.35) * min(ph, pw)
+    centre = np.array([rng.uniform(half, pw - half), rng.uniform(half, ph - half)])
+    placement = _rotation_scale(rng.uniform(0, 2 * math.pi), half, half)
+    homogeneous = torch.cat([local, torch.ones_like(local[..., :1])], dim=-1)
+    affine = np.concatenate([placement, centre[:, None]], axis=1)[None].repeat(num_frames, axis=0)
+    return colour(_sample_photo(photo, _apply_affines(homogeneous, affine)))
+
+
+def synthetic_video(
+    seed: int,
+    num_frames: int = 32,
+    height: int = 112,
+    width: int = 112,
+    config: SyntheticConfig = SyntheticConfig(),
+) -> np.ndarray:
+    """Generate one video, a pure function of ``seed``.
+
+    Returns:
+        ``(T, H, W, 3)`` uint8 frames.
+    """
+    rng = np.random.default_rng(seed)
+    photos = photo_bank()
+    pixels = _frame_pixel_grid(num_frames, height, width)
+
+    background = photos[rng.integers(len(photos))]
+    background_colour = _colour_transform(rng)
+    camera = _camera_matrices(rng, num_frames, height, width, background.shape[1:], config)
+    grid = _apply_affines(pixels, camera)
+    warp = _warp_field(rng, num_frames, height, width, config.warp_strength * rng.uniform(0, 1))
+    grid = grid + warp * torch.tensor([background.shape[2] / 2, background.shape[1] / 2])
+    frames = background_colour(_sample_photo(background, grid))
+    if rng.random() < config.blur_probability:  # background out of focus
+        frames = _gaussian_blur(frames, rng.uniform(0.8, 2.5))
+
+    for _ in range(int(rng.integers(config.min_sprites, config.max_sprites + 1))):
+        local = _apply_affines(pixels, _sprite_matrices(rng, num_frames, height, width, config))
+        mask = _shape_mask(rng, local, softness=rng.uniform(0.01, 0.08)).unsqueeze(1)
+        texture = _sprite_texture(rng, local, photos)
+        frames = frames * (1 - mask) + texture * mask
+
+    t = torch.linspace(0, 1, num_frames).view(num_frames, 1, 1, 1)
+    brightness = 1.0 + rng.uniform(-0.3, 0.3) * t + 0.1 * torch.sin(2 * math.pi * rng.uniform(0, 2) * t + rng.uniform(0, 6.3))
+    tint = 1.0 + torch.from_numpy(rng.uniform(-0.15, 0.15, size=(1, 3, 1, 1)).astype(np.float32)) * t
+    frames = frames * brightness * tint
+    if rng.random() < config.blur_probability / 2:  # whole frame soft (motion blur, bad focus)
+        frames = _gaussian_blur(frames, rng.uniform(0.5, 1.5))
+    noise = torch.from_numpy(rng.normal(0, config.noise_std, size=frames.shape).astype(np.float32))
+    frames = (frames + noise).clamp(0, 1)
+    return (frames.permute(0, 2, 3, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
