@@ -1,0 +1,158 @@
+"""The centrifuge networks: the predictor and the predictor–corrector (section 3.2, appendix A).
+
+Layout at the boundary: a video batch is ``(B, 3, T, H, W)`` float in [0, 1]; the output is
+``(B, n, 3, T, H, W)``, n layer videos of the input's exact size. Inputs whose sizes are not
+multiples of the network's stride are padded (edge replication) and the outputs cropped back, so any
+T, H, W ≥ 1 works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .i3d import FINAL_ENDPOINTS
+from .unet import UNet
+
+OUTPUT_MODES = ("direct", "residual", "symmetric")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; saved beside its weights.
+
+    Attributes:
+        num_layers: n, the number of output videos (the paper: 2, 4, 8 or 12; Table 2).
+        final_endpoint: the encoder's depth, ``Mixed_3c`` / ``Mixed_4f`` / ``Mixed_5c`` (Table 4).
+        width: channel multiplier of encoder and decoder (1.0 is the published I3D).
+        correction_steps: corrector U-Nets stacked after the predictor (the paper used 1; 0 is the
+            plain predictor; more is the paper's future work).
+        output: how the head's channels become layers. ``direct``: the head's output is the layer
+            (the paper). ``residual``: the layer is the blend plus the head's output. ``symmetric``:
+            the head predicts n/2 differences D and the layers are V + D and V − D, which recompose
+            the blend exactly when α = 0.5.
+    """
+
+    num_layers: int = 4
+    final_endpoint: str = "Mixed_5c"
+    width: float = 1.0
+    correction_steps: int = 1
+    output: str = "direct"
+
+    def __post_init__(self):
+        if self.num_layers < 2:
+            raise ValueError("num_layers must be at least 2")
+        if self.final_endpoint not in FINAL_ENDPOINTS:
+            raise ValueError(f"final_endpoint must be one of {FINAL_ENDPOINTS}")
+        if self.output not in OUTPUT_MODES:
+            raise ValueError(f"output must be one of {OUTPUT_MODES}")
+        if self.output == "symmetric" and self.num_layers % 2:
+            raise ValueError("the symmetric output needs an even number of layers")
+        if self.width <= 0 or self.correction_steps < 0:
+            raise ValueError("width must be positive and correction_steps non-negative")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+MODEL_CONFIGS: dict[str, ModelConfig] = {
+    # The paper's best model: full I3D to Mixed_5c, 4 layers, predictor–corrector.
+    "paper": ModelConfig(num_layers=4, final_endpoint="Mixed_5c", width=1.0, correction_steps=1),
+    # The paper's basic predictor (Table 1): 2 layers, no corrector.
+    "paper-predictor": ModelConfig(num_layers=2, final_endpoint="Mixed_5c", width=1.0, correction_steps=0),
+    # Models that train on a 2-core CPU.
+    "small": ModelConfig(num_layers=4, final_endpoint="Mixed_5c", width=0.25, correction_steps=0, output="residual"),
+    "small-corrector": ModelConfig(num_layers=4, final_endpoint="Mixed_5c", width=0.25, correction_steps=1, output="residual"),
+    "tiny": ModelConfig(num_layers=4, final_endpoint="Mixed_4f", width=0.125, correction_steps=0, output="residual"),
+}
+
+
+def _replicate_pad(x: torch.Tensor, multiple: tuple[int, int, int]) -> torch.Tensor:
+    """Pad ``(B, C, T, H, W)`` at the end of each dimension up to a multiple, repeating the edge."""
+    pads = []
+    for size, m in zip(reversed(x.shape[2:]), reversed(multiple)):
+        pads += [0, (-size) % m]
+    if not any(pads):
+        return x
+    # Edge replication of any amount (F.pad's 'replicate' also works when the pad exceeds the size).
+    return F.pad(x, pads, mode="replicate")
+
+
+class CentrifugeNet(nn.Module):
+    """Predictor (``correction_steps == 0``) or predictor–corrector: O = Õ + Δ (appendix A, Fig. 9).
+
+    Example:
+        >>> net = build_model("tiny")
+        >>> net(torch.rand(1, 3, 8, 32, 32)).shape
+        torch.Size([1, 4, 3, 8, 32, 32])
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        n = config.num_layers
+        head = 3 * n // 2 if config.output == "symmetric" else 3 * n
+        self.predictor = UNet(3, head, config.final_endpoint, config.width)
+        # The correctors do not share weights with the predictor (section 3.2).
+        self.correctors = nn.ModuleList(UNet(3 * n, 3 * n, config.final_endpoint, config.width) for _ in range(config.correction_steps))
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    @property
+    def stride(self) -> tuple[int, int, int]:
+        return self.predictor.stride
+
+    def _layers_from_head(self, head: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        b, _, t, h, w = head.shape
+        if self.config.output == "direct":
+            return head.view(b, self.num_layers, 3, t, h, w)
+        if self.config.output == "residual":
+            return video.unsqueeze(1) + head.view(b, self.num_layers, 3, t, h, w)
+        difference = head.view(b, self.num_layers // 2, 3, t, h, w)
+        return torch.cat([video.unsqueeze(1) + difference, video.unsqueeze(1) - difference], dim=1)
+
+    def forward(self, video: torch.Tensor, return_all: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """Separate a batch of videos.
+
+        Args:
+            video: ``(B, 3, T, H, W)`` in [0, 1].
+            return_all: also return the predictor's and every corrector's output.
+        Returns:
+            ``(B, n, 3, T, H, W)`` (unclamped), or the list of outputs after each stage.
+        """
+        assert video.dim() == 5 and video.shape[1] == 3, f"video must be (B, 3, T, H, W), got {tuple(video.shape)}"
+        size = video.shape[2:]
+        x = _replicate_pad(video, self.stride)
+        layers = self._layers_from_head(self.predictor(x * 2 - 1), x)
+        stages = [layers]
+        b, n, c, t, h, w = layers.shape
+        for corrector in self.correctors:
+            delta = corrector(layers.reshape(b, n * c, t, h, w) * 2 - 1)
+            layers = layers + delta.view(b, n, c, t, h, w)
+            stages.append(layers)
+        stages = [s[..., : size[0], : size[1], : size[2]] for s in stages]
+        return stages if return_all else stages[-1]
+
+
+def build_model(name: str | ModelConfig = "small", **overrides) -> CentrifugeNet:
+    """Build a model from a named configuration (see ``MODEL_CONFIGS``), with fields overridden."""
+    if isinstance(name, ModelConfig):
+        config = name
+    else:
+        if name not in MODEL_CONFIGS:
+            raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_CONFIGS)}")
+        config = MODEL_CONFIGS[name]
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
+    return CentrifugeNet(config)

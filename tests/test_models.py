@@ -1,0 +1,131 @@
+import pytest
+import torch
+
+from centrifuge.models import MODEL_CONFIGS, I3DEncoder, build_model, load_i3d_weights
+from centrifuge.models.i3d import I3D_LAYERS, same_padding
+
+
+def published_i3d_parameter_count() -> int:
+    """Parameters of I3D up to Mixed_5c computed from the published channel table alone:
+    bias-free convolutions plus BatchNorm scale and shift."""
+    kernels = {"Conv3d_1a_7x7": 7 ** 3, "Conv3d_2b_1x1": 1, "Conv3d_2c_3x3": 27}
+    total, channels = 0, 3
+    for name, spec in I3D_LAYERS.items():
+        if spec[0] == "conv":
+            total += kernels[name] * channels * spec[1] + 2 * spec[1]
+            channels = spec[1]
+        elif spec[0] == "mixed":
+            b0, b1a, b1b, b2a, b2b, b3b = spec[1]
+            total += channels * (b0 + b1a + b2a + b3b) + 27 * (b1a * b1b + b2a * b2b)
+            total += 2 * (b0 + b1a + b1b + b2a + b2b + b3b)
+            channels = b0 + b1b + b2b + b3b
+    return total
+
+
+def test_full_width_encoder_matches_the_published_architecture():
+    encoder = I3DEncoder()
+    count = sum(p.numel() for p in encoder.parameters())
+    assert count == published_i3d_parameter_count()
+    assert 12_000_000 < count < 12_600_000  # I3D is ~12.7M with its 400-way classifier
+    assert encoder.out_channels == 1024 and encoder.stride == (8, 32, 32)
+
+
+@pytest.mark.parametrize("endpoint,channels,stride", [("Mixed_3c", 480, (2, 8, 8)), ("Mixed_4f", 832, (4, 16, 16))])
+def test_shallower_endpoints_build_only_what_they_use(endpoint, channels, stride):
+    encoder = I3DEncoder(final_endpoint=endpoint)
+    names = [n for n, _ in encoder.named_children()]
+    assert names[-1] == endpoint and "Mixed_5c" not in names
+    assert encoder.out_channels == channels and encoder.stride == stride
+    out = encoder(torch.rand(1, 3, 8, 32, 32))[endpoint]
+    assert out.shape[1] == channels
+
+
+def test_tf_same_padding_rule():
+    assert same_padding(32, 7, 2) == (2, 3)
+    assert same_padding(33, 7, 2) == (3, 3)
+    assert same_padding(16, 3, 1) == (1, 1)
+    assert same_padding(16, 1, 1) == (0, 0)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
+def test_every_named_config_returns_n_layers_of_the_input_size(name):
+    model = build_model(name).eval()
+    n = model.num_layers
+    sizes = [(1, 1, 1), (5, 17, 23), (8, 32, 32)] if name.startswith("paper") else [(1, 1, 1), (5, 17, 23), (8, 32, 32), (16, 64, 48)]
+    with torch.no_grad():
+        for t, h, w in sizes:
+            out = model(torch.rand(1, 3, t, h, w))
+            assert out.shape == (1, n, 3, t, h, w)
+            assert torch.isfinite(out).all()
+
+
+def test_predictor_corrector_adds_a_correction_to_the_prediction():
+    model = build_model("tiny", correction_steps=2).eval()
+    with torch.no_grad():
+        stages = model(torch.rand(2, 3, 8, 32, 32), return_all=True)
+    assert len(stages) == 3
+    assert not torch.allclose(stages[0], stages[1])
+    assert len(list(model.correctors[0].parameters())) > 0
+    assert model.correctors[0].encoder.Conv3d_1a_7x7.conv3d.in_channels == 3 * model.num_layers
+
+
+def test_symmetric_output_recomposes_the_blend():
+    model = build_model("tiny", output="symmetric").eval()
+    video = torch.rand(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        layers = model(video)
+    half = model.num_layers // 2
+    assert torch.allclose(0.5 * (layers[:, :half] + layers[:, half:]), video.unsqueeze(1).expand(-1, half, -1, -1, -1, -1), atol=1e-5)
+
+
+def test_eval_mode_batchnorm_uses_running_statistics():
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    model.train()
+    for _ in range(3):  # move the running statistics away from their initial values
+        model(torch.rand(4, 3, 8, 32, 32))
+    model.eval()
+    x = torch.rand(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        alone = model(x)
+        in_batch = model(torch.cat([x, torch.rand(3, 3, 8, 32, 32) * 5]))[:1]
+    assert torch.allclose(alone, in_batch, atol=1e-5)  # no batch statistics in eval mode
+    model.train()
+    with torch.no_grad():
+        train_alone = model(torch.cat([x, x]))[:1]
+        train_mixed = model(torch.cat([x, torch.rand(1, 3, 8, 32, 32) * 5]))[:1]
+    assert not torch.allclose(train_alone, train_mixed, atol=1e-3)
+
+
+def test_state_dict_of_the_common_pytorch_port_loads_into_the_encoder():
+    """A state dict named as the popular port saves it (DataParallel prefix, classifier, no BN
+    scale as in DeepMind's weights) maps onto our encoder tensor for tensor."""
+    torch.manual_seed(0)
+    reference = I3DEncoder(final_endpoint="Mixed_5c", width=0.25)
+    port = {}
+    for key, value in reference.state_dict().items():
+        if key.endswith(".bn.weight") or key.endswith("num_batches_tracked"):
+            continue
+        port[f"module.{key}"] = torch.randn_like(value) if value.is_floating_point() else value
+    port["module.logits.conv3d.weight"] = torch.randn(400, 256, 1, 1, 1)
+    port["module.logits.conv3d.bias"] = torch.randn(400)
+    encoder = I3DEncoder(final_endpoint="Mixed_5c", width=0.25)
+    unused = load_i3d_weights(encoder, port)
+    assert sorted(unused) == ["module.logits.conv3d.bias", "module.logits.conv3d.weight"]
+    state = encoder.state_dict()
+    for key, value in port.items():
+        if "logits" not in key:
+            assert torch.equal(state[key[len("module."):]], value), key
+    assert torch.equal(state["Mixed_3b.b0.bn.weight"], torch.ones_like(state["Mixed_3b.b0.bn.weight"]))
+    assert "Conv3d_1a_7x7.conv3d.weight" in state and "Mixed_3b.b1b.conv3d.weight" in state
+
+    shallow = I3DEncoder(final_endpoint="Mixed_4f", width=0.25)
+    unused = load_i3d_weights(shallow, port)  # deeper endpoints are simply not used
+    assert any(k.startswith("module.Mixed_5c") for k in unused)
+
+
+def test_wrong_shapes_are_refused():
+    encoder = I3DEncoder(width=0.25)
+    bad = {k: torch.zeros(3) for k in encoder.state_dict() if k.endswith("conv3d.weight")}
+    with pytest.raises(ValueError, match="shape"):
+        load_i3d_weights(encoder, bad)
