@@ -1,0 +1,194 @@
+"""Losses: the video reconstruction loss (Eq. 3), the permutation-invariant loss (Eq. 2), the
+optional recomposition (Eq. 4) and diversity terms, and the test-time choice of two layers.
+
+Layout: layers are ``(B, n, C, T, H, W)``; targets ``(B, k, C, T, H, W)`` with n ≥ k ≥ 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def reconstruction_loss(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 with per-element means: ``mean|U−V| + mean|∂x(U−V)| + mean|∂y(U−V)|``.
+
+    The derivatives are finite differences along width and height; every mean runs over the last
+    four dimensions ``(C, T, H, W)``, so the leading dimensions are kept.
+
+    Args:
+        u, v: ``(..., C, T, H, W)``, broadcastable.
+    Returns:
+        ``(...)``.
+    """
+    d = u - v
+    value = d.abs().mean(dim=(-4, -3, -2, -1))
+    if d.shape[-1] > 1:
+        value = value + (d[..., :, 1:] - d[..., :, :-1]).abs().mean(dim=(-4, -3, -2, -1))
+    if d.shape[-2] > 1:
+        value = value + (d[..., 1:, :] - d[..., :-1, :]).abs().mean(dim=(-4, -3, -2, -1))
+    return value
+
+
+def _check_layout(layers: torch.Tensor, name: str) -> None:
+    assert layers.dim() == 6, f"{name} must be (B, n, C, T, H, W), got {tuple(layers.shape)}"
+
+
+def pairwise_loss_matrix(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """ℓ between every output and every target, in one batched pass.
+
+    Args:
+        outputs: ``(B, n, C, T, H, W)``.
+        targets: ``(B, k, C, T, H, W)``.
+    Returns:
+        ``(B, n, k)``: entry ``[b, i, j]`` is ℓ(targets[b, j], outputs[b, i]).
+    """
+    _check_layout(outputs, "outputs")
+    _check_layout(targets, "targets")
+    return reconstruction_loss(outputs.unsqueeze(2), targets.unsqueeze(1))
+
+
+@functools.lru_cache(maxsize=64)
+def _assignments(n: int, k: int) -> torch.Tensor:
+    """Every injective map of k targets to n outputs, ``(m, k)``: row r gives the output of each target."""
+    return torch.tensor(list(itertools.permutations(range(n), k)), dtype=torch.long)
+
+
+# Beyond this many assignments the exhaustive search costs more than the Hungarian algorithm.
+_EXHAUSTIVE_LIMIT = 5040
+
+
+def best_assignment(costs: torch.Tensor) -> torch.Tensor:
+    """The injective assignment of targets to outputs with the lowest total cost.
+
+    Args:
+        costs: ``(B, n, k)``, n ≥ k.
+    Returns:
+        ``(B, k)`` long: the output index matched to each target.
+    """
+    b, n, k = costs.shape
+    if n < k:
+        raise ValueError(f"need at least as many outputs as targets, got n={n} < k={k}")
+    if _num_assignments(n, k) <= _EXHAUSTIVE_LIMIT:
+        perms = _assignments(n, k).to(costs.device)  # (m, k)
+        totals = costs[:, perms, torch.arange(k, device=costs.device)].sum(-1)  # (B, m)
+        return perms[totals.argmin(dim=1)]
+    from scipy.optimize import linear_sum_assignment
+
+    rows = []
+    for matrix in costs.detach().float().cpu().numpy():
+        out_idx, tgt_idx = linear_sum_assignment(matrix)
+        order = np.empty(k, dtype=np.int64)
+        order[tgt_idx] = out_idx
+        rows.append(order)
+    return torch.from_numpy(np.stack(rows)).to(costs.device)
+
+
+def _num_assignments(n: int, k: int) -> int:
+    count = 1
+    for i in range(k):
+        count *= n - i
+    return count
+
+
+@dataclass
+class PITResult:
+    loss: torch.Tensor  # scalar: batch mean of the matched losses (plus enabled terms)
+    per_example: torch.Tensor  # (B,) the Eq. 2 value of each example
+    assignment: torch.Tensor  # (B, k) output index matched to each target
+    costs: torch.Tensor  # (B, n, k)
+
+
+def pit_loss(
+    outputs: torch.Tensor,
+    targets: torch.Tensor,
+    blend: torch.Tensor | None = None,
+    alpha: torch.Tensor | float = 0.5,
+    recomposition_weight: float = 0.0,
+    diversity_weight: float = 0.0,
+) -> PITResult:
+    """Eq. 2: the minimum over injective assignments of the summed per-target losses.
+
+    Gradient reaches only the outputs chosen by the assignment (besides the optional terms).
+
+    Args:
+        outputs: ``(B, n, C, T, H, W)``.
+        targets: ``(B, k, C, T, H, W)``, k ≤ n.
+        blend: ``(B, C, T, H, W)``, needed by the recomposition term.
+        alpha: ``(B,)`` or a number, the blend's α (Eq. 4).
+        recomposition_weight: weight of ℓ(V, (1−α)Oⁱ + αOʲ) for the matched i, j (Eq. 4; k = 2).
+        diversity_weight: weight of −mean_{i≠j} ℓ(Oⁱ, Oʲ), the paper's explicit diversity term.
+
+    Example:
+        >>> targets = torch.rand(2, 2, 3, 4, 8, 8)
+        >>> outputs = torch.cat([targets.flip(1), torch.rand(2, 2, 3, 4, 8, 8)], dim=1)
+        >>> result = pit_loss(outputs, targets)
+        >>> float(result.loss), result.assignment.tolist()
+        (0.0, [[1, 0], [1, 0]])
+    """
+    costs = pairwise_loss_matrix(outputs, targets)
+    with torch.no_grad():
+        assignment = best_assignment(costs)
+    k = targets.shape[1]
+    matched = costs.gather(1, assignment.unsqueeze(1)).squeeze(1)  # (B, k)
+    per_example = matched.sum(dim=1)
+    loss = per_example.mean()
+    if recomposition_weight:
+        if blend is None or k != 2:
+            raise ValueError("the recomposition term needs the blend and exactly two targets")
+        picked = torch.stack([outputs[torch.arange(len(outputs)), assignment[:, j]] for j in range(2)], dim=1)
+        a = torch.as_tensor(alpha, dtype=outputs.dtype, device=outputs.device)
+        a = a.view(-1, 1, 1, 1, 1) if a.dim() else a
+        recomposed = (1 - a) * picked[:, 0] + a * picked[:, 1]
+        loss = loss + recomposition_weight * reconstruction_loss(blend, recomposed).mean()
+    if diversity_weight:
+        loss = loss - diversity_weight * pairwise_output_distances(outputs, exclude_self=True).mean()
+    return PITResult(loss=loss, per_example=per_example, assignment=assignment, costs=costs)
+
+
+def pairwise_output_distances(layers: torch.Tensor, exclude_self: bool = False) -> torch.Tensor:
+    """ℓ(Oⁱ, Oʲ) for every pair of outputs: ``(B, n, n)``; with ``exclude_self`` the ``(B, n(n−1))``
+    off-diagonal entries."""
+    _check_layout(layers, "layers")
+    distances = reconstruction_loss(layers.unsqueeze(2), layers.unsqueeze(1))
+    if not exclude_self:
+        return distances
+    n = layers.shape[1]
+    off = ~torch.eye(n, dtype=torch.bool, device=layers.device)
+    return distances[:, off]
+
+
+def diversity(layers: torch.Tensor) -> torch.Tensor:
+    """The paper's diversity metric min_{i≠j} ℓ(Oⁱ, Oʲ) (section 4.2), per example: ``(B,)``."""
+    return pairwise_output_distances(layers, exclude_self=True).min(dim=1).values
+
+
+def identity_outputs(blend: torch.Tensor, k: int = 2) -> torch.Tensor:
+    """The identity baseline's outputs: the blend repeated k times, ``(B, k, C, T, H, W)``."""
+    return blend.unsqueeze(1).expand(-1, k, *blend.shape[1:])
+
+
+def most_distant_pair(layers: torch.Tensor) -> tuple[int, int]:
+    """The two outputs farthest apart in pixel space (mean absolute difference): the paper's
+    test-time choice of two layers out of n.
+
+    Args:
+        layers: ``(n, ...)`` one example's layers (any layout after the first dimension).
+    Returns:
+        ``(i, j)`` with i < j.
+    """
+    n = layers.shape[0]
+    if n < 2:
+        raise ValueError("need at least two layers")
+    flat = layers.reshape(n, -1).float()
+    best, pair = -1.0, (0, 1)
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = float((flat[i] - flat[j]).abs().mean())
+            if d > best:
+                best, pair = d, (i, j)
+    return pair

@@ -1,0 +1,124 @@
+import itertools
+
+import pytest
+import torch
+
+from centrifuge.losses import (
+    best_assignment,
+    diversity,
+    identity_outputs,
+    most_distant_pair,
+    pairwise_loss_matrix,
+    pit_loss,
+    reconstruction_loss,
+)
+
+
+def test_reconstruction_loss_matches_eq3_written_out():
+    u, v = torch.rand(3, 4, 6, 7), torch.rand(3, 4, 6, 7)
+    d = (u - v).numpy()
+    expected = abs(d).mean() + abs(d[..., :, 1:] - d[..., :, :-1]).mean() + abs(d[..., 1:, :] - d[..., :-1, :]).mean()
+    assert float(reconstruction_loss(u, v)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(reconstruction_loss(u, u)) == 0.0
+
+
+def brute_force_pit(outputs, targets):
+    """An independent reference: every injective assignment, summed loss, minimum."""
+    b, n, k = outputs.shape[0], outputs.shape[1], targets.shape[1]
+    results = []
+    for i in range(b):
+        best = min(
+            sum(float(reconstruction_loss(outputs[i, p[j]], targets[i, j])) for j in range(k))
+            for p in itertools.permutations(range(n), k)
+        )
+        results.append(best)
+    return torch.tensor(results)
+
+
+@pytest.mark.parametrize("n,k", [(2, 2), (4, 2), (3, 3), (6, 2), (8, 4)])
+def test_pit_equals_brute_force(n, k):
+    torch.manual_seed(n * 10 + k)
+    outputs, targets = torch.rand(3, n, 3, 2, 6, 6), torch.rand(3, k, 3, 2, 6, 6)
+    result = pit_loss(outputs, targets)
+    assert torch.allclose(result.per_example, brute_force_pit(outputs, targets), atol=1e-5)
+    assert float(result.loss) == pytest.approx(float(result.per_example.mean()), rel=1e-6)
+
+
+def test_hungarian_path_equals_exhaustive_search():
+    torch.manual_seed(1)
+    costs = torch.rand(4, 12, 4)  # 12·11·10·9 = 11880 assignments: the Hungarian branch
+    chosen = best_assignment(costs)
+    for b in range(4):
+        best = min(sum(float(costs[b, p[j], j]) for j in range(4)) for p in itertools.permutations(range(12), 4))
+        got = sum(float(costs[b, chosen[b, j], j]) for j in range(4))
+        assert got == pytest.approx(best, abs=1e-6)
+        assert len(set(chosen[b].tolist())) == 4
+
+
+def test_pit_is_invariant_to_permuting_outputs():
+    torch.manual_seed(2)
+    outputs, targets = torch.rand(2, 4, 3, 2, 8, 8), torch.rand(2, 2, 3, 2, 8, 8)
+    perm = torch.tensor([2, 0, 3, 1])
+    assert torch.allclose(pit_loss(outputs, targets).per_example, pit_loss(outputs[:, perm], targets).per_example)
+
+
+def test_permuted_targets_give_zero_loss_and_the_undoing_assignment():
+    torch.manual_seed(3)
+    targets = torch.rand(2, 3, 3, 2, 8, 8)
+    perm = torch.tensor([2, 0, 1])
+    outputs = targets[:, perm]  # output i is target perm[i]
+    result = pit_loss(outputs, targets)
+    assert float(result.loss) == 0.0
+    for j in range(3):  # target j sits at the output i with perm[i] == j
+        assert int(perm[result.assignment[0, j]]) == j
+
+
+def test_gradient_reaches_only_the_chosen_outputs():
+    torch.manual_seed(4)
+    targets = torch.rand(1, 2, 3, 2, 8, 8)
+    outputs = torch.rand(1, 4, 3, 2, 8, 8)
+    outputs[0, 3] = targets[0, 0] + 0.01  # outputs 3 and 1 are the obvious matches
+    outputs[0, 1] = targets[0, 1] - 0.01
+    outputs.requires_grad_(True)
+    result = pit_loss(outputs, targets)
+    result.loss.backward()
+    assert result.assignment.tolist() == [[3, 1]]
+    norms = outputs.grad.abs().sum(dim=(2, 3, 4, 5))[0]
+    assert norms[1] > 0 and norms[3] > 0
+    assert norms[0] == 0 and norms[2] == 0
+
+
+def test_recomposition_term_adds_eq4():
+    torch.manual_seed(5)
+    targets = torch.rand(2, 2, 3, 2, 8, 8)
+    outputs = torch.rand(2, 4, 3, 2, 8, 8)
+    blend = 0.5 * targets[:, 0] + 0.5 * targets[:, 1]
+    plain = pit_loss(outputs, targets)
+    with_term = pit_loss(outputs, targets, blend=blend, alpha=0.5, recomposition_weight=1.0)
+    a = plain.assignment
+    recomposed = torch.stack([0.5 * outputs[b, a[b, 0]] + 0.5 * outputs[b, a[b, 1]] for b in range(2)])
+    expected = plain.loss + reconstruction_loss(blend, recomposed).mean()
+    assert float(with_term.loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_identity_baseline_of_a_blend_is_the_pair_of_half_differences():
+    targets = torch.rand(1, 2, 3, 2, 8, 8)
+    blend = 0.5 * targets[:, 0] + 0.5 * targets[:, 1]
+    loss = pit_loss(identity_outputs(blend), targets).loss
+    half = 0.5 * (targets[:, 0] - targets[:, 1])
+    assert float(loss) == pytest.approx(2 * float(reconstruction_loss(half, torch.zeros_like(half))), rel=1e-5)
+
+
+def test_diversity_and_most_distant_pair():
+    base = torch.zeros(1, 4, 3, 2, 4, 4)
+    base[0, 1] += 0.1
+    base[0, 2] += 0.9
+    base[0, 3] += 0.5
+    assert float(diversity(base)[0]) == pytest.approx(0.1, rel=1e-5)  # closest pair: outputs 0 and 1
+    assert most_distant_pair(base[0]) == (0, 2)
+    assert pairwise_loss_matrix(base, base[:, :2]).shape == (1, 4, 2)
+
+
+def test_more_targets_than_outputs_is_refused():
+    with pytest.raises(ValueError):
+        pit_loss(torch.rand(1, 2, 3, 1, 4, 4), torch.rand(1, 3, 3, 1, 4, 4))
