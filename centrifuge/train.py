@@ -1,0 +1,555 @@
+"""The training loop: one process (CPU or GPU) or many (``torchrun``, DistributedDataParallel).
+
+Semantics that stay the same whatever the number of processes:
+
+- the batch size is global: with W processes each takes ``batch_size / W`` of the same global batch
+  the single-process run would see (``StepSampler``), and BatchNorm is synchronised;
+- the data at step s is a pure function of ``(seed, s)``, so a resumed run sees exactly the clips an
+  uninterrupted one would; the learning rate is a pure function of the optimizer's step count.
+
+A non-finite loss or gradient skips the step on every rank together; ``max_bad_steps`` in a row stop
+the run. SIGTERM and Ctrl-C finish the current step, write a checkpoint and exit with 143 / 130.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Sampler
+
+from . import __version__
+from .checkpoint import MODEL_FILE, CheckpointError, STATE_FILE, latest_valid_checkpoint, load_state, load_weights, read_meta, save_checkpoint
+from .config import TrainConfig
+from .data import LayerPairs, SyntheticSource, VideoFolder, blend_layers, sample_alpha
+from .video import find_videos
+from .devices import autocast_dtype, resolve_device, use_channels_last
+from .losses import identity_outputs, pit_loss
+from .models import CentrifugeNet, ModelConfig, build_model
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(Exception):
+    """A run that cannot start or must stop; the message says why and what to do."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or Ctrl-C arrived; a checkpoint was written. ``exit_code`` is 143 or 130."""
+
+    def __init__(self, exit_code: int, checkpoint: Path | None):
+        super().__init__(f"interrupted; checkpoint written to {checkpoint}")
+        self.exit_code = exit_code
+        self.checkpoint = checkpoint
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Distributed:
+    """Join the process group that ``torchrun`` describes in the environment (a no-op otherwise)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return Distributed(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class StepSampler(Sampler[int]):
+    """Global item indices for steps ``start_step, start_step+1, …``: the global batch at step s is
+    items ``[s·B, (s+1)·B)``, and rank r of W takes its contiguous share of it."""
+
+    def __init__(self, batch_size: int, start_step: int, total_steps: int, rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise TrainingError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
+        self.global_batch = batch_size
+        self.local_batch = batch_size // world_size
+        self.start_step, self.total_steps = start_step, total_steps
+        self.rank = rank
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.start_step, self.total_steps):
+            first = step * self.global_batch + self.rank * self.local_batch
+            yield from range(first, first + self.local_batch)
+
+    def __len__(self) -> int:
+        return max(0, self.total_steps - self.start_step) * self.local_batch
+
+
+# --------------------------------------------------------------------------- data
+
+
+def video_folder(spec: str) -> VideoFolder:
+    """A folder of videos, or a comma-separated list of video files and folders."""
+    parts = [Path(p) for p in spec.split(",") if p.strip()]
+    if len(parts) == 1 and parts[0].is_dir():
+        return VideoFolder(parts[0])
+    files: list[Path] = []
+    for part in parts:
+        files.extend(find_videos(part) if part.is_dir() else [part])
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise TrainingError(f"no such video file: {missing[0]}")
+    root = Path(os.path.commonpath([str(f.resolve().parent) for f in files]))
+    return VideoFolder(root, files=files)
+
+
+def _training_sources(config: TrainConfig, seed: int):
+    if config.data == "synthetic":
+        return [SyntheticSource(seed=seed)], None
+    folder = video_folder(config.data)
+    if config.synthetic_fraction > 0:
+        f = config.synthetic_fraction
+        return [folder, SyntheticSource(seed=seed)], [1 - f, f]
+    return [folder], None
+
+
+def build_datasets(config: TrainConfig) -> tuple[LayerPairs, LayerPairs]:
+    """The training stream and the fixed validation set (held-back clips, centre crops)."""
+    sources, weights = _training_sources(config, config.seed)
+    frozen = (config.frozen, config.frozen)
+    train = LayerPairs(sources, length=1_000_000, num_frames=config.num_frames, crop_size=config.crop_size,
+                       train=True, seed=config.seed, weights=weights, frozen=frozen)
+    if config.val_data:
+        val_sources, val_weights = [video_folder(config.val_data)], None
+    else:  # a generator seed the training stream never uses
+        val_sources, val_weights = [SyntheticSource(seed=10_000 + config.seed)], None
+    val = LayerPairs(val_sources, length=config.val_clips, num_frames=config.num_frames, crop_size=config.crop_size,
+                     train=False, seed=config.seed + 1, weights=val_weights, frozen=frozen)
+    return train, val
+
+
+# --------------------------------------------------------------------------- optimisation
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    raise TrainingError(f"unknown optimizer {config.optimizer!r}; choose sgd, adam or adamw")
+
+
+def learning_rate(config: TrainConfig, optimizer_steps: int) -> float:
+    """Piecewise constant: ``lr`` until the first milestone, then ``lr_values[i]`` (section 4)."""
+    lr = config.lr
+    for milestone, value in zip(config.lr_milestones, config.lr_values):
+        if optimizer_steps >= milestone:
+            lr = value
+    return lr
+
+
+@dataclass
+class StepResult:
+    loss: float
+    identity: float
+    applied: bool
+    problem: str = ""  # what was non-finite when the step was skipped
+
+
+def _non_finite_parts(loss: torch.Tensor, model: torch.nn.Module) -> str:
+    """Name what was non-finite on this rank (the loss, or the first parameters whose gradient was)."""
+    if not torch.isfinite(loss).all():
+        return "loss"
+    names = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    if not names:
+        return "loss or gradient on another rank"
+    return f"gradient ({', '.join(names[:3])}" + (f" and {len(names) - 3} more)" if len(names) > 3 else ")")
+
+
+def _all_finite(loss: torch.Tensor, model: torch.nn.Module, ddp: Distributed) -> bool:
+    finite = torch.isfinite(loss).all()
+    for p in model.parameters():
+        if p.grad is not None:
+            finite = finite & torch.isfinite(p.grad).all()
+    flag = finite.float().to(loss.device)
+    if ddp.enabled:  # every rank skips together, or none does
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() > 0)
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    layers: torch.Tensor,
+    alpha: torch.Tensor,
+    config: TrainConfig,
+    amp_dtype: torch.dtype | None,
+    ddp: Distributed = Distributed(),
+) -> StepResult:
+    """Blend the layers (Eq. 1), separate, PIT loss (Eq. 2), one optimizer step unless non-finite.
+
+    Args:
+        layers: ``(B, 2, 3, T, H, W)`` on the model's device.
+        alpha: ``(B,)``.
+    """
+    blend = blend_layers(layers, alpha)
+    device_type = layers.device.type
+    with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        outputs = model(blend)
+    result = pit_loss(outputs.float(), layers, blend=blend, alpha=alpha,
+                      recomposition_weight=config.recomposition_weight, diversity_weight=config.diversity_weight)
+    optimizer.zero_grad(set_to_none=True)
+    result.loss.backward()
+    applied = _all_finite(result.loss.detach(), model, ddp)
+    if applied:
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+    with torch.no_grad():
+        identity = pit_loss(identity_outputs(blend), layers).loss
+    problem = "" if applied else _non_finite_parts(result.loss.detach(), model)
+    return StepResult(loss=float(result.loss.detach()), identity=float(identity), applied=applied, problem=problem)
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, dataset: LayerPairs, device: torch.device, amp_dtype=None, batch_size: int = 4, alpha: float = 0.5) -> dict[str, float]:
+    """Mean PIT loss of the model and of the identity baseline on a fixed set of blends."""
+    was_training = model.training
+    model.eval()
+    losses, identities = [], []
+    for start in range(0, len(dataset), batch_size):
+        layers = torch.stack([dataset[i]["layers"] for i in range(start, min(len(dataset), start + batch_size))]).to(device)
+        blend = blend_layers(layers, alpha)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            outputs = model(blend)
+        losses.append(pit_loss(outputs.float(), layers).per_example.cpu())
+        identities.append(pit_loss(identity_outputs(blend), layers).per_example.cpu())
+    model.train(was_training)
+    loss, identity = float(torch.cat(losses).mean()), float(torch.cat(identities).mean())
+    return {"loss": loss, "identity": identity, "ratio": loss / identity}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    losses: list[float] = field(default_factory=list)  # training loss of every step this call ran
+    identities: list[float] = field(default_factory=list)
+    skipped_steps: int = 0
+    validation: list[dict] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
+class _SignalFlag:
+    """Turn SIGTERM / SIGINT into a flag read at step boundaries (and restore the handlers)."""
+
+    def __init__(self):
+        self.code: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+            try:
+                self._previous[sig] = signal.signal(sig, lambda *_ , c=code: self._set(c))
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _set(self, code: int) -> None:
+        self.code = code
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_version": random.getstate()[0]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def model_config_for(config: TrainConfig) -> ModelConfig:
+    return build_model(config.model, **config.model_overrides).config
+
+
+def _check_run_folder(run_dir: Path, config: TrainConfig) -> None:
+    saved = run_dir / "config.json"
+    if not saved.exists():
+        return
+    previous = json.loads(saved.read_text())
+    # Steps, logging and worker counts may change on resume; what defines the run may not.
+    free = {"steps", "workers", "log_every", "val_every", "checkpoint_every", "keep_checkpoints", "precision", "max_bad_steps", "deterministic"}
+    differing = sorted(k for k in set(previous) | set(config.to_dict()) if k not in free and previous.get(k) != config.to_dict().get(k))
+    if differing:
+        raise TrainingError(f"{run_dir} holds a run with different settings ({', '.join(differing)}); "
+                            "choose another output folder, or the same settings to resume it")
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | os.PathLike,
+    device: str = "auto",
+    resume: bool = True,
+    progress: bool = True,
+    max_steps_this_call: int | None = None,
+) -> TrainResult:
+    """Train (or resume) a run in ``run_dir``; returns what happened. See the module docstring.
+
+    ``max_steps_this_call`` stops early after that many steps (with a checkpoint), as if interrupted.
+    With ``config.deterministic`` the run is bit-reproducible on CPU (oneDNN convolutions off).
+    """
+    if not config.deterministic:
+        return _train(config, run_dir, device, resume, progress, max_steps_this_call)
+    with warnings.catch_warnings():  # the flag's setter warns about TF32 on Intel GPUs
+        warnings.simplefilter("ignore", UserWarning)
+        with torch.backends.mkldnn.flags(enabled=False):
+            return _train(config, run_dir, device, resume, progress, max_steps_this_call)
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: str | os.PathLike,
+    device: str = "auto",
+    resume: bool = True,
+    progress: bool = True,
+    max_steps_this_call: int | None = None,
+) -> TrainResult:
+    run_dir = Path(run_dir)
+    torch_device = resolve_device(device)
+    ddp = init_distributed(torch_device.type)
+    if ddp.enabled and torch_device.type == "cuda":
+        torch_device = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(torch_device)
+    amp_dtype = autocast_dtype(torch_device, config.precision)
+    channels_last = use_channels_last(torch_device, amp_dtype)
+
+    if ddp.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _check_run_folder(run_dir, config)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if ddp.enabled:
+        dist.barrier()
+
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    model: torch.nn.Module = CentrifugeNet(model_config_for(config))
+    optimizer = make_optimizer(model, config)
+    step, optimizer_steps, skipped_total = 0, 0, 0
+    resumed_from = latest_valid_checkpoint(run_dir / "checkpoints") if resume else None
+    if resumed_from is not None:
+        model.load_state_dict(load_weights(resumed_from / MODEL_FILE))
+        state = load_state(resumed_from / STATE_FILE)
+        optimizer.load_state_dict(state["optimizer"])
+        step, optimizer_steps, skipped_total = int(state["step"]), int(state["optimizer_steps"]), int(state["skipped_steps"])
+        _set_rng_state(state["rng"])
+        if ddp.is_main:
+            log.info("resuming %s from step %d", run_dir, step)
+    elif config.init_weights:
+        _load_initial_weights(model, config.init_weights)
+    model.to(torch_device)
+    _move_optimizer_state(optimizer, torch_device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    train_model = model
+    if ddp.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if torch_device.type == "cuda" else model
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
+
+    train_set, val_set = build_datasets(config)
+    end_step = config.steps if max_steps_this_call is None else min(config.steps, step + max_steps_this_call)
+    sampler = StepSampler(config.batch_size, step, end_step, ddp.rank, ddp.world_size)
+    loader = DataLoader(train_set, batch_size=sampler.local_batch, sampler=sampler, num_workers=config.workers,
+                        persistent_workers=False, prefetch_factor=4 if config.workers else None, pin_memory=torch_device.type == "cuda")
+
+    meta = {"version": __version__, "model_config": model_config_for(config).to_dict(), "train_config": config.to_dict()}
+    result = TrainResult(run_dir=run_dir, step=step)
+    writer = _summary_writer(run_dir) if ddp.is_main else None
+    bar = _progress_bar(progress and ddp.is_main, step, config.steps)
+    consecutive_bad, started, clips_done = 0, time.time(), 0
+    metrics_file = open(run_dir / "metrics.jsonl", "a") if ddp.is_main else None
+
+    def checkpoint_now() -> Path | None:
+        state = {"optimizer": optimizer.state_dict(), "step": step, "optimizer_steps": optimizer_steps,
+                 "skipped_steps": skipped_total, "rng": _rng_state()}
+        path = None
+        if ddp.is_main:
+            path = save_checkpoint(run_dir / "checkpoints", step, model, meta, state, keep=config.keep_checkpoints, protect=resumed_from)
+        if ddp.enabled:
+            dist.barrier()
+        return path
+
+    try:
+        with _SignalFlag() as signals:
+            train_model.train()
+            for batch in loader:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config, optimizer_steps)
+                layers = batch["layers"].to(torch_device, non_blocking=True)
+                alpha = sample_alpha(layers.shape[0], tuple(config.alpha) if isinstance(config.alpha, list) else config.alpha,
+                                     torch.Generator().manual_seed(config.seed * 1_000_003 + step * 64 + ddp.rank)).to(torch_device)
+                outcome = train_step(train_model, optimizer, layers, alpha, config, amp_dtype, ddp)
+                step += 1
+                clips_done += config.batch_size
+                result.losses.append(outcome.loss)
+                result.identities.append(outcome.identity)
+                if outcome.applied:
+                    optimizer_steps += 1
+                    consecutive_bad = 0
+                else:
+                    skipped_total += 1
+                    result.skipped_steps += 1
+                    consecutive_bad += 1
+                    log.warning("step %d skipped: non-finite %s (%d in a row)", step, outcome.problem, consecutive_bad)
+                    if consecutive_bad >= config.max_bad_steps:
+                        raise TrainingError(f"{consecutive_bad} non-finite steps in a row at step {step}; stopping. "
+                                            f"The last good checkpoint is in {run_dir / 'checkpoints'}; lower the learning rate.")
+                if bar is not None:
+                    rate = clips_done / max(time.time() - started, 1e-9)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{outcome.loss:.4f}", identity=f"{outcome.identity:.4f}", clips_s=f"{rate:.1f}")
+                if ddp.is_main and (step % config.log_every == 0 or step == end_step):
+                    window = result.losses[-config.log_every:]
+                    record = {"step": step, "loss": float(np.mean(window)), "identity": float(np.mean(result.identities[-config.log_every:])),
+                              "lr": learning_rate(config, optimizer_steps), "skipped": skipped_total, "time": time.time()}
+                    metrics_file.write(json.dumps(record) + "\n")
+                    metrics_file.flush()
+                    if writer is not None:
+                        writer.add_scalar("train/loss", record["loss"], step)
+                        writer.add_scalar("train/identity", record["identity"], step)
+                        writer.add_scalar("train/lr", record["lr"], step)
+                if step % config.val_every == 0 or step == config.steps:
+                    if ddp.is_main:
+                        val = validate(model, val_set, torch_device, amp_dtype)
+                        val["step"] = step
+                        result.validation.append(val)
+                        metrics_file.write(json.dumps({"step": step, "val": val}) + "\n")
+                        metrics_file.flush()
+                        if writer is not None:
+                            for key in ("loss", "identity", "ratio"):
+                                writer.add_scalar(f"val/{key}", val[key], step)
+                            _log_images(writer, model, val_set, torch_device, step)
+                        if bar is not None:
+                            bar.write(f"step {step}: validation loss {val['loss']:.4f}, identity {val['identity']:.4f}, ratio {val['ratio']:.3f}")
+                    if ddp.enabled:
+                        dist.barrier()
+                if step % config.checkpoint_every == 0 or step == end_step:
+                    result.checkpoint = checkpoint_now()
+                if signals.code is not None:
+                    if step % config.checkpoint_every != 0 and step != end_step:
+                        result.checkpoint = checkpoint_now()
+                    raise Interrupted(signals.code, result.checkpoint)
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+        if metrics_file is not None:
+            metrics_file.close()
+    result.step = step
+    return result
+
+
+def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if torch.is_tensor(value) and key != "step":
+                state[key] = value.to(device)
+
+
+def _progress_bar(enabled: bool, start: int, total: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def _summary_writer(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is an optional extra
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+@torch.no_grad()
+def _log_images(writer, model, dataset: LayerPairs, device: torch.device, step: int) -> None:
+    """One validation example as an image grid: blend, both targets, every output (middle frame)."""
+    was_training = model.training
+    model.eval()
+    layers = dataset[0]["layers"].unsqueeze(0).to(device)
+    blend = blend_layers(layers, 0.5)
+    outputs = model(blend).clamp(0, 1)
+    middle = layers.shape[3] // 2
+    tiles = [blend[0, :, middle]] + [layers[0, i, :, middle] for i in range(2)] + [outputs[0, i, :, middle] for i in range(outputs.shape[1])]
+    writer.add_image("val/blend_targets_outputs", torch.cat(tiles, dim=2).cpu(), step)
+    model.train(was_training)
+
+
+def _load_initial_weights(model: CentrifugeNet, source: str) -> None:
+    """Start a new run from another run's weights (fine-tuning); the architectures must match."""
+    try:
+        trained = load_trained_model(source)
+    except (CheckpointError, OSError, KeyError, ValueError) as e:
+        raise TrainingError(f"init_weights {source}: {e}") from None
+    if trained.config != model.config:
+        raise TrainingError(f"init_weights {source}: its model {trained.config} differs from this run's {model.config}")
+    model.load_state_dict(trained.state_dict())
+
+
+def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> CentrifugeNet:
+    """Rebuild a model from a checkpoint folder, a run folder (its latest checkpoint) or a
+    ``.safetensors`` file with a ``.json`` of the same name beside it. Never unpickles."""
+    path = Path(path)
+    if path.is_dir() and (path / "checkpoints").is_dir():
+        latest = latest_valid_checkpoint(path / "checkpoints")
+        if latest is None:
+            raise TrainingError(f"{path}: the run folder has no readable checkpoint")
+        path = latest
+    if path.is_dir():
+        meta, weights = read_meta(path), path / MODEL_FILE
+    elif path.suffix == ".safetensors":
+        meta_path = path.with_suffix(".json")
+        if not meta_path.exists():
+            raise TrainingError(f"{path}: no {meta_path.name} beside it describes the model")
+        meta, weights = json.loads(meta_path.read_text()), path
+    else:
+        raise TrainingError(f"{path}: not a checkpoint folder, run folder or .safetensors file")
+    model = CentrifugeNet(ModelConfig.from_dict(meta["model_config"]))
+    model.load_state_dict(load_weights(weights))
+    return model.to(device).eval()
