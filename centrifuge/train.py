@@ -553,3 +553,23 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
     model = CentrifugeNet(ModelConfig.from_dict(meta["model_config"]))
     model.load_state_dict(load_weights(weights))
     return model.to(device).eval()
+
+
+def export_model(source: str | os.PathLike, destination: str | os.PathLike, half: bool = True, extra: dict | None = None) -> Path:
+    """Write a run's model as ``destination`` (.safetensors, fp16 by default: half the size, same
+    results to within rounding) and a ``.json`` beside it: what ``Centrifuge.from_pretrained`` loads."""
+    from safetensors.torch import save_file
+
+    source, destination = Path(source), Path(destination)
+    if destination.suffix != ".safetensors":
+        raise TrainingError(f"{destination}: the exported model must be a .safetensors file")
+    model = load_trained_model(source)
+    checkpoint = latest_valid_checkpoint(source / "checkpoints") if (source / "checkpoints").is_dir() else source
+    meta = read_meta(checkpoint) if checkpoint is not None and checkpoint.is_dir() else {}
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(destination))
+    info = {"version": __version__, "model_config": model.config.to_dict(), "train_config": meta.get("train_config"),
+            "step": meta.get("step"), "dtype": "float16" if half else "float32", **(extra or {})}
+    destination.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    return destination

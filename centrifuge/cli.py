@@ -1,0 +1,190 @@
+"""The ``centrifuge`` command: argparse subcommands that call the library, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EPILOG = "Run `centrifuge COMMAND --help` for a command's options."
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line, exit status 1."""
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model on blended pairs of videos",
+                       description="Train a centrifuge model. Re-running the same command in the same run folder resumes it.")
+    p.add_argument("-o", "--out", default="runs/default", help="run folder: checkpoints, metrics, TensorBoard logs (default: %(default)s)")
+    p.add_argument("--preset", default="cpu", help="named configuration: paper, paper-predictor, cpu, tiny (default: %(default)s)")
+    p.add_argument("--config", help="JSON file of training options, applied over the preset")
+    p.add_argument("--data", help="'synthetic' (embedded generator), a folder of videos, or comma-separated files")
+    p.add_argument("--val-data", help="folder or comma-separated files of held-back videos for validation")
+    p.add_argument("--steps", type=int, help="total training steps")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any option, e.g. --set lr=0.01 --set model.num_layers=2 (repeatable)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--no-resume", action="store_true", help="refuse to continue a run folder that already has checkpoints")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .checkpoint import list_checkpoints
+    from .config import make_config
+    from .train import train
+
+    overrides = list(args.overrides)
+    for key in ("data", "val_data", "steps"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    try:
+        config = make_config(args.preset, args.config, overrides)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.no_resume and list_checkpoints(Path(args.out) / "checkpoints"):
+        raise UserError(f"{args.out} already holds checkpoints; choose another --out or drop --no-resume to continue it")
+    result = train(config, args.out, device=args.device, progress=not args.quiet)
+    last = result.validation[-1] if result.validation else None
+    summary = f"trained to step {result.step} in {args.out}"
+    if last:
+        summary += f"; validation loss {last['loss']:.4f} vs identity {last['identity']:.4f} (ratio {last['ratio']:.3f})"
+    print(summary)
+    return 0
+
+
+def _add_separate(sub) -> None:
+    p = sub.add_parser("separate", help="separate videos into layer videos with a report",
+                       description="Separate each INPUT into layers: OUT/<name>/layer1.mp4, layer2.mp4, preview.png, index.html, info.json.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files")
+    p.add_argument("-o", "--out", default="separated", help="output folder (default: %(default)s)")
+    p.add_argument("--model", default=None, help="bundled model name, checkpoint folder, run folder or .safetensors file (default: the bundled model)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--all-layers", action="store_true", help="also write every output layer to layers/")
+    p.add_argument("--window", type=int, default=32, help="frames per temporal window (default: %(default)s)")
+    p.add_argument("--overlap", type=int, default=8, help="frames shared by consecutive windows, cross-faded (default: %(default)s)")
+    p.add_argument("--max-size", type=int, default=256, help="longest side the network sees; larger frames are processed at this size and "
+                   "the layers' differences to the input upsampled (default: %(default)s; 0 = full resolution)")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_separate)
+
+
+def _run_separate(args) -> int:
+    from .separate import Centrifuge, separate_files
+
+    model = Centrifuge.from_pretrained(args.model, device=args.device)
+    failures = separate_files(model, args.inputs, args.out, all_layers=args.all_layers, window=args.window, overlap=args.overlap,
+                              max_size=args.max_size, force=args.force, progress=not args.quiet)
+    return 1 if failures else 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="the validation benchmark: PIT loss vs identity and PSNR on blended real videos",
+                       description="Blend clips of different videos (alpha 0.5, centre crops) and score each model against the identity "
+                                   "baseline (Table 1 of the paper, on any folder of videos).")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="bundled model name, run folder, checkpoint folder or .safetensors file (default: the bundled model)")
+    p.add_argument("--data", required=True, help="a folder of videos or comma-separated files, never trained on")
+    p.add_argument("--pairs", type=int, default=24, help="blended pairs (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=32, help="frames per clip (default: %(default)s)")
+    p.add_argument("--size", type=int, default=112, help="crop size (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="which clips are drawn (default: %(default)s)")
+    p.add_argument("--untrained", metavar="CONFIG", help="add a row for a freshly initialised model of this config (e.g. small)")
+    p.add_argument("--json", help="also write the table as JSON to this file")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from .evaluate import format_table, run_benchmark, write_json
+    from .separate import Centrifuge
+
+    names = args.models or [None]
+    models = [(str(name or "bundled default"), Centrifuge.from_pretrained(name, device=args.device).net) for name in names]
+    rows = run_benchmark(models, args.data, args.pairs, args.frames, args.size, args.seed, untrained=args.untrained)
+    print(format_table(rows))
+    if args.json:
+        write_json(args.json, rows, {k: v for k, v in vars(args).items() if k != "func"})
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a trained run's model as one .safetensors file (+ .json) for separate/evaluate",
+                       description="Export the latest checkpoint of a run folder (or a checkpoint folder) as MODEL.safetensors and MODEL.json.")
+    p.add_argument("source", help="run folder or checkpoint folder")
+    p.add_argument("destination", help="output .safetensors file")
+    p.add_argument("--fp32", action="store_true", help="keep 32-bit weights (default: 16-bit, half the size)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from .train import export_model
+
+    if Path(args.destination).exists() and not args.force:
+        raise UserError(f"{args.destination} exists; pass --force to overwrite it")
+    print(export_model(args.source, args.destination, half=not args.fp32))
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="blend two clips, train a few steps, separate with the bundled model, write a report",
+                       description="A short end-to-end run that needs no file: everything comes from the embedded data.")
+    p.add_argument("-o", "--out", default="demo-output", help="output folder (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=60, help="training steps of the tiny model (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an output folder that the demo did not write")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), steps=args.steps, force=args.force)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="centrifuge", description="Separate videos into layers (The Visual Centrifuge, CVPR 2019).", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log lines")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(sub)
+    _add_separate(sub)
+    _add_evaluate(sub)
+    _add_export(sub)
+    _add_demo(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .checkpoint import CheckpointError
+    from .separate import SeparationError
+    from .train import Interrupted, TrainingError
+    from .video import VideoError
+
+    try:
+        return args.func(args)
+    except Interrupted as e:
+        print(f"centrifuge: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("centrifuge: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, VideoError, TrainingError, CheckpointError, SeparationError, FileNotFoundError, PermissionError, RuntimeError) as e:
+        print(f"centrifuge: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

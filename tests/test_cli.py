@@ -1,0 +1,150 @@
+"""The ``centrifuge`` command as a user runs it: in a subprocess, real files, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from centrifuge import __version__
+from centrifuge.checkpoint import latest_valid_checkpoint, load_weights, MODEL_FILE
+from centrifuge.video import write_video
+
+from conftest import moving_frames
+
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "centrifuge", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=ENV)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    errors = [line for line in result.stderr.splitlines() if line.startswith("centrifuge: error:")]
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    assert errors, result.stderr
+    for fragment in fragments:
+        assert any(fragment in line for line in errors), (fragment, result.stderr)
+
+
+def test_help_and_version():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("train", "separate", "evaluate", "export", "demo"):
+        assert command in result.stdout
+    assert run_cli("--version").stdout.strip() == f"centrifuge {__version__}"
+
+
+def _audio_only(path: Path) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 44100
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def test_separate_reports_each_bad_input_in_one_line_and_goes_on_with_the_rest(tmp_path):
+    good = write_video(tmp_path / "good.mp4", moving_frames(8, 32, 40))
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    audio = _audio_only(tmp_path / "audio.m4a")
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[:600])
+    inputs = [str(tmp_path / "missing.mp4"), str(noise), str(empty), str(audio), str(truncated), str(good)]
+    result = run_cli("separate", *inputs, "-o", str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 1
+    assert_one_line_error(result, "missing.mp4", "noise.mp4", "empty.mp4", "audio.m4a", "truncated.mp4")
+    assert "separated 1 of 6" in result.stdout
+    assert (tmp_path / "out" / "good" / "layer1.mp4").exists()
+
+
+def test_an_unwritable_output_folder_is_one_line(tmp_path):
+    good = write_video(tmp_path / "good.mp4", moving_frames(4, 16, 16))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli("separate", str(good), "-o", str(blocker / "out"), "--quiet")
+    assert_one_line_error(result, "cannot write")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_bad_training_options_are_one_line(tmp_path):
+    assert_one_line_error(run_cli("train", "--preset", "nope", "-o", str(tmp_path / "r")), "unknown preset")
+    assert_one_line_error(run_cli("train", "--preset", "tiny", "--data", str(tmp_path / "none.mp4"), "-o", str(tmp_path / "r")), "no such video")
+    assert_one_line_error(run_cli("separate", str(tmp_path / "x.mp4"), "--model", str(tmp_path / "nomodel")), "no such model")
+
+
+def test_demo_writes_the_report_folder(tmp_path):
+    result = run_cli("demo", "-o", str(tmp_path / "demo"), "--steps", "6")
+    assert result.returncode == 0, result.stderr
+    assert "PIT loss" in result.stdout and "index.html" in result.stdout
+    summary = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    for name in ("blend.mp4", "source1.mp4", "source2.mp4"):
+        assert (tmp_path / "demo" / name).exists()
+    folder = tmp_path / "demo" / "blend"
+    assert (folder / "index.html").exists() and (folder / "layer1.mp4").exists()
+    assert all(0 < summary[k] < 1 for k in ("pit_loss", "pit_loss_chosen_pair", "identity_loss"))
+    # A second run replaces its own output; a folder it did not write is refused.
+    assert run_cli("demo", "-o", str(tmp_path / "demo"), "--steps", "2").returncode == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("precious")
+    assert_one_line_error(run_cli("demo", "-o", str(mine), "--steps", "2"), "not written by the demo")
+    assert (mine / "thesis.txt").read_text() == "precious"
+
+
+TRAIN_ARGS = ["train", "--preset", "tiny", "--quiet", "--set", "batch_size=2", "--set", "workers=0", "--set", "val_every=1000",
+              "--set", "checkpoint_every=1000", "--set", "log_every=1", "--set", "deterministic=true"]
+
+
+def test_sigterm_checkpoints_exits_143_and_the_same_command_resumes_to_the_same_weights(tmp_path):
+    steps = ["--steps", "12"]
+    straight = run_cli(*TRAIN_ARGS, *steps, "-o", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+
+    run = tmp_path / "interrupted"
+    process = subprocess.Popen([sys.executable, "-m", "centrifuge", *TRAIN_ARGS, *steps, "-o", str(run)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    stopped_at = latest_valid_checkpoint(run / "checkpoints")
+    assert stopped_at is not None and 3 <= int(stopped_at.name.split("_")[1]) < 12
+
+    resumed = run_cli(*TRAIN_ARGS, *steps, "-o", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    a = load_weights(latest_valid_checkpoint(tmp_path / "straight" / "checkpoints") / MODEL_FILE)
+    b = load_weights(latest_valid_checkpoint(run / "checkpoints") / MODEL_FILE)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_process_ddp_with_gloo_trains_and_resumes(tmp_path):
+    """torchrun --nproc_per_node=2 on CPU: the global batch of 4 is split 2 + 2, checkpoints are
+    written once, and a second call resumes."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "centrifuge",
+               *TRAIN_ARGS, "--set", "checkpoint_every=2", "-o", str(tmp_path / "ddp")]
+    first = subprocess.run([*command, "--steps", "2"], capture_output=True, text=True, timeout=600, env=ENV)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run([*command, "--steps", "4"], capture_output=True, text=True, timeout=600, env=ENV)
+    assert second.returncode == 0, second.stderr[-2000:]
+    records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert latest_valid_checkpoint(tmp_path / "ddp" / "checkpoints").name == "step_00000004"
