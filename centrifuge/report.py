@@ -73,6 +73,22 @@ lead.addEventListener("seeked", () => videos.slice(1).forEach(v => {{ v.currentT
 setInterval(() => videos.slice(1).forEach(v => {{
   if (!lead.paused && Math.abs(v.currentTime - lead.currentTime) > 0.1) v.currentTime = lead.currentTime;
 }}), 500);
+// index.html#selftest: play everything and report, in a <pre id="selftest">, whether each video
+// loaded (its duration) and played (its currentTime advanced). Used by the browser test.
+if (location.hash === "#selftest") {{
+  const report = videos.map(v => ({{src: v.getAttribute("src"), error: null, duration: null, start: null, later: null}}));
+  videos.forEach((v, i) => v.addEventListener("error", () => {{ report[i].error = v.error ? v.error.code : -1; }}));
+  const write = () => {{
+    let out = document.getElementById("selftest");
+    if (!out) {{ out = document.createElement("pre"); out.id = "selftest"; document.body.appendChild(out); }}
+    out.textContent = JSON.stringify(report);
+  }};
+  Promise.all(videos.map(v => v.readyState >= 1 ? null : new Promise(r => {{ v.addEventListener("loadedmetadata", r); v.addEventListener("error", r); }})))
+    .then(() => {{
+      videos.forEach((v, i) => {{ report[i].duration = v.duration; report[i].start = v.currentTime; v.play().catch(e => {{ report[i].error = String(e); }}); }});
+      setTimeout(() => {{ videos.forEach((v, i) => {{ report[i].later = v.currentTime; }}); write(); }}, 1500);
+    }});
+}}
 </script>
 </body></html>
 """
