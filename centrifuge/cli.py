@@ -132,6 +132,23 @@ def _run_export(args) -> int:
     return 0
 
 
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="speed figures against this machine's own matrix-product ceilings",
+                       description="Measure matrix-product ceilings, FLOPs per clip, training and inference speed, separate frames/s, "
+                                   "decoding speed and peak memory, all in one run.")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="small sizes only (a smoke run, not the published figures)")
+    p.add_argument("--json", help="also write the figures as JSON to this file")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    from .bench import main as bench_main
+
+    bench_main(args.device, args.quick, args.json)
+    return 0
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="blend two clips, train a few steps, separate with the bundled model, write a report",
                        description="A short end-to-end run that needs no file: everything comes from the embedded data.")
@@ -157,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_separate(sub)
     _add_evaluate(sub)
     _add_export(sub)
+    _add_bench(sub)
     _add_demo(sub)
     return parser
 

@@ -27,9 +27,9 @@ class TrainConfig:
         max_bad_steps: consecutive non-finite losses after which the run stops.
         init_weights: a run folder, checkpoint or .safetensors model to start from (fine-tuning);
             ignored when the run folder already has a checkpoint to resume.
-        deterministic: run 3D convolutions without oneDNN. PyTorch 2.13's oneDNN convolution
-            backward on CPU is not bit-reproducible here and now and then returns a non-finite weight
-            gradient (the step is then skipped); the fallback is exact but about 6x slower.
+        deterministic: train in fp32 whatever ``precision`` says. Under bf16 autocast, oneDNN's
+            3D-convolution backward (PyTorch 2.13, CPU) is not bit-reproducible and now and then
+            returns a non-finite weight gradient (the step is then skipped); fp32 is exact.
     """
 
     model: str = "small"

@@ -21,7 +21,6 @@ import random
 import signal
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -331,14 +330,9 @@ def train(
     """Train (or resume) a run in ``run_dir``; returns what happened. See the module docstring.
 
     ``max_steps_this_call`` stops early after that many steps (with a checkpoint), as if interrupted.
-    With ``config.deterministic`` the run is bit-reproducible on CPU (oneDNN convolutions off).
+    With ``config.deterministic`` the run is bit-reproducible on CPU (fp32, no bf16 autocast).
     """
-    if not config.deterministic:
-        return _train(config, run_dir, device, resume, progress, max_steps_this_call)
-    with warnings.catch_warnings():  # the flag's setter warns about TF32 on Intel GPUs
-        warnings.simplefilter("ignore", UserWarning)
-        with torch.backends.mkldnn.flags(enabled=False):
-            return _train(config, run_dir, device, resume, progress, max_steps_this_call)
+    return _train(config, run_dir, device, resume, progress, max_steps_this_call)
 
 
 def _train(
@@ -355,7 +349,7 @@ def _train(
     if ddp.enabled and torch_device.type == "cuda":
         torch_device = torch.device("cuda", ddp.local_rank)
         torch.cuda.set_device(torch_device)
-    amp_dtype = autocast_dtype(torch_device, config.precision)
+    amp_dtype = autocast_dtype(torch_device, "fp32" if config.deterministic else config.precision)
     channels_last = use_channels_last(torch_device, amp_dtype)
 
     if ddp.is_main:

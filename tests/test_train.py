@@ -175,13 +175,14 @@ def test_too_many_non_finite_steps_stop_the_run_with_the_last_checkpoint_intact(
 
 @pytest.mark.slow
 def test_a_few_hundred_steps_on_the_embedded_data_beat_the_identity_baseline(tmp_path):
-    """The tiny preset (300 steps, ~2 minutes on 2 cores) must separate held-back synthetic blends
-    clearly better than returning the blend twice. Measured: ratio 0.90–0.91 at step 300."""
-    result = train(make_config("tiny"), tmp_path / "run", progress=False)
+    """The tiny preset (300 steps) must separate held-back synthetic blends clearly better than
+    returning the blend twice. fp32 (deterministic=true), so the figures repeat exactly: measured
+    validation ratio 0.923 / 0.913 / 0.916 at steps 100 / 200 / 300, training loss 0.95 of the
+    identity's over the last 30 steps. The embedded data is hard: a model this small gains ~8 %."""
+    result = train(make_config("tiny", overrides=["deterministic=true"]), tmp_path / "run", progress=False)
     first, last = result.validation[0], result.validation[-1]
-    assert result.step == 300 and result.skipped_steps <= 5
+    assert result.step == 300 and result.skipped_steps == 0
     assert last["ratio"] < 0.95, result.validation
     assert last["loss"] < first["loss"]
-    early = sum(result.losses[:30]) / 30
-    late = sum(result.losses[-30:]) / 30
-    assert late < 0.7 * early
+    late, late_identity = sum(result.losses[-30:]) / 30, sum(result.identities[-30:]) / 30
+    assert late < 0.98 * late_identity, (late, late_identity)

@@ -1,0 +1,210 @@
+"""``centrifuge bench``: speed figures measured against this machine's own ceilings, in one run.
+
+Everything is timed in the same process, one after the other, so ratios hold on a noisy machine.
+Figures: matrix-product ceilings (fp32, bf16), FLOPs per clip (``torch.utils.flop_counter``),
+training clips/s for the fp32 eager path and the optimised path (bf16 autocast + channels_last_3d
+where the CPU has fast bf16, else channels_last_3d in fp32), inference seconds per 64×224×224
+clip, ``separate`` frames/s end to end, decoding frames/s, and peak resident memory.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .devices import autocast_dtype, cpu_has_fast_bf16, resolve_device
+from .models import MODEL_CONFIGS, build_model
+
+
+def _best_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def peak_memory_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_gflops(dtype: torch.dtype, device: torch.device, size: int = 2048) -> float:
+    """GFLOP/s of a square matrix product; the size shrinks until one product takes under ~1 s."""
+    while True:
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        started = time.perf_counter()
+        a @ b
+        if time.perf_counter() - started < 1.0 or size <= 256:
+            break
+        size //= 2
+    seconds = _best_time(lambda: a @ b)
+    return 2 * size**3 / seconds / 1e9
+
+
+def count_flops(model: torch.nn.Module, clip: torch.Tensor, backward: bool) -> float:
+    """FLOPs per clip of one forward (and backward) pass, counted by PyTorch. Training passes use
+    two clips (BatchNorm needs more than one value per channel) and report half."""
+    with FlopCounterMode(display=False) as counter:
+        if backward:
+            model(clip.expand(2, *clip.shape[1:]).contiguous()).abs().mean().backward()
+        else:
+            with torch.no_grad():
+                model(clip)
+    return float(counter.get_total_flops()) / (2 if backward else 1)
+
+
+def training_clips_per_second(model_name: str, batch: int, frames: int, size: int, device: torch.device, optimised: bool, steps: int = 3) -> float:
+    torch.manual_seed(0)
+    model = build_model(model_name).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    clip = torch.rand(batch, 3, frames, size, size, device=device)
+    amp = autocast_dtype(device, "auto") if optimised else None
+    if optimised:
+        model = model.to(memory_format=torch.channels_last_3d)
+        clip = clip.contiguous(memory_format=torch.channels_last_3d)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            out = model(clip)
+        out.float().abs().mean().backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return batch / _best_time(step, repeats=steps)
+
+
+def inference_seconds(model: torch.nn.Module, frames: int, size: int, device: torch.device, optimised: bool) -> float:
+    model = model.to(device).eval()
+    clip = torch.rand(1, 3, frames, size, size, device=device)
+    amp = autocast_dtype(device, "auto") if optimised else None
+    if optimised:
+        model = model.to(memory_format=torch.channels_last_3d)
+        clip = clip.contiguous(memory_format=torch.channels_last_3d)
+
+    def run():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            model(clip)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return _best_time(run, repeats=2)
+
+
+def separate_frames_per_second(height: int, num_frames: int, device: str) -> float:
+    from .separate import Centrifuge, separate_file
+    from .synthetic import synthetic_video
+    from .video import write_video
+
+    width = (height * 16 // 9) // 2 * 2
+    with tempfile.TemporaryDirectory() as tmp:
+        video = write_video(Path(tmp) / f"input{height}p.mp4", synthetic_video(0, num_frames, height, width), fps=25)
+        model = Centrifuge.from_pretrained(device=device)
+        started = time.perf_counter()
+        separate_file(model, video, Path(tmp) / "out", progress=False)
+        return num_frames / (time.perf_counter() - started)
+
+
+def decode_frames_per_second(num_frames: int = 64, size: int = 64) -> float:
+    """Training-style clip reads (seek + decode + resize) of a 640×360 H.264 file."""
+    from .synthetic import synthetic_video
+    from .video import probe, read_clip, write_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_video(Path(tmp) / "decode.mp4", synthetic_video(1, 160, 360, 640), fps=25)
+        info = probe(path)
+        starts = np.random.default_rng(0).integers(0, info.num_frames - num_frames, 6)
+        started = time.perf_counter()
+        for s in starts:
+            read_clip(path, int(s), num_frames, info=info, shortest_side=round(size * 1.15))
+        return len(starts) * num_frames / (time.perf_counter() - started)
+
+
+def run(device: str = "auto", quick: bool = False) -> dict:
+    """All figures as a dict (printed as a table by :func:`format_results`)."""
+    dev = resolve_device(device)
+    results: dict = {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                     "fast_bf16": cpu_has_fast_bf16() if dev.type == "cpu" else True}
+    results["matmul_gflops"] = {"fp32": matmul_gflops(torch.float32, dev), "bf16": matmul_gflops(torch.bfloat16, dev)}
+
+    flops = {}
+    for name in (["tiny", "small"] if quick else MODEL_CONFIGS):
+        model = build_model(name)
+        clip = torch.rand(1, 3, 32, 112, 112)
+        flops[name] = {"inference_gflop_32x112x112": count_flops(model.eval(), clip, False) / 1e9,
+                       "training_gflop_32x112x112": count_flops(model.train(), clip, True) / 1e9}
+    results["flops_per_clip"] = flops
+
+    batch, frames, size = (2, 8, 32) if quick else (8, 16, 64)
+    eager = training_clips_per_second("small", batch, frames, size, dev, optimised=False)
+    fast = training_clips_per_second("small", batch, frames, size, dev, optimised=True)
+    train_flops = count_flops(build_model("small").train(), torch.rand(1, 3, frames, size, size), True)
+    results["training_small"] = {"batch": batch, "clip": [frames, size, size], "fp32_eager_clips_s": eager, "optimised_clips_s": fast,
+                                 "speedup": fast / eager, "fp32_eager_gflops": eager * train_flops / 1e9,
+                                 "optimised_gflops": fast * train_flops / 1e9, "peak_mib": peak_memory_mib()}
+
+    frames, size = (16, 112) if quick else (64, 224)
+    inference = {}
+    from .separate import Centrifuge
+
+    candidates = [("bundled default", Centrifuge.from_pretrained(device="cpu").net)]
+    if not quick:
+        candidates.append(("paper predictor, 4 layers", build_model("paper-predictor", num_layers=4)))
+    for label, model in candidates:
+        clip_flops = count_flops(model.eval(), torch.rand(1, 3, frames, size, size), False)
+        seconds = inference_seconds(model, frames, size, dev, optimised=True)
+        inference[label] = {"seconds_per_clip": seconds, "clip": [frames, size, size], "gflops": clip_flops / seconds / 1e9,
+                            "fraction_of_best_matmul": clip_flops / seconds / 1e9 / max(results["matmul_gflops"].values())}
+    results["inference"] = inference
+    results["inference_peak_mib"] = peak_memory_mib()
+
+    n = 32 if quick else 96
+    results["separate_frames_per_second"] = {"224p": separate_frames_per_second(224, n, device),
+                                             "720p": separate_frames_per_second(720, n // 2, device)}
+    consumed = results["training_small"]["optimised_clips_s"] * 2 * results["training_small"]["clip"][0]
+    decoded = decode_frames_per_second(results["training_small"]["clip"][0], results["training_small"]["clip"][1])
+    results["decoding"] = {"frames_s": decoded, "training_consumes_frames_s": consumed, "ratio": decoded / consumed}
+    results["peak_mib"] = peak_memory_mib()
+    return results
+
+
+def format_results(r: dict) -> str:
+    lines = [f"device {r['device']}, torch {r['torch']}, {r['threads']} threads, fast bf16: {r['fast_bf16']}",
+             f"matrix product: fp32 {r['matmul_gflops']['fp32']:.1f} GFLOP/s, bf16 {r['matmul_gflops']['bf16']:.1f} GFLOP/s", "",
+             f"{'config':<18} {'inference GFLOP':>16} {'training GFLOP':>15}   (per 32x112x112 clip)"]
+    for name, f in r["flops_per_clip"].items():
+        lines.append(f"{name:<18} {f['inference_gflop_32x112x112']:16.1f} {f['training_gflop_32x112x112']:15.1f}")
+    t = r["training_small"]
+    lines += ["", f"training 'small', batch {t['batch']} of {'x'.join(map(str, t['clip']))}: fp32 eager {t['fp32_eager_clips_s']:.2f} clips/s "
+              f"({t['fp32_eager_gflops']:.1f} GFLOP/s), optimised {t['optimised_clips_s']:.2f} clips/s ({t['optimised_gflops']:.1f} GFLOP/s), "
+              f"x{t['speedup']:.2f}", ""]
+    for label, i in r["inference"].items():
+        lines.append(f"inference {label}: {i['seconds_per_clip']:.2f} s per {'x'.join(map(str, i['clip']))} clip, "
+                     f"{i['gflops']:.1f} GFLOP/s ({100 * i['fraction_of_best_matmul']:.0f}% of the best matrix product)")
+    s = r["separate_frames_per_second"]
+    d = r["decoding"]
+    lines += [f"separate end to end: {s['224p']:.1f} frames/s at 224p, {s['720p']:.1f} frames/s at 720p",
+              f"decoding: {d['frames_s']:.0f} frames/s vs {d['training_consumes_frames_s']:.0f} consumed by training (x{d['ratio']:.1f})",
+              f"peak resident memory: {r['peak_mib']:.0f} MiB"]
+    return "\n".join(lines)
+
+
+def main(device: str = "auto", quick: bool = False, json_path: str | None = None) -> dict:
+    results = run(device, quick)
+    print(format_results(results))
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2))
+    return results
