@@ -172,3 +172,40 @@ def test_a_10000_frame_video_is_separated_in_bounded_memory(tmp_path):
     assert frames == 10000
     assert peak_mib < 600, peak_mib
     assert probe(tmp_path / "out" / "long" / "layer1.mp4").num_frames == 10000
+
+
+def _encode(path: Path, frames: np.ndarray, codec: str, pix_fmt: str, pts: list[int] | None = None, time_base: Fraction = Fraction(1, 1000)) -> Path:
+    """Encode ``frames`` with PyAV in a given codec and pixel format, optionally at given timestamps."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        if pts is not None:
+            stream.time_base = stream.codec_context.time_base = time_base
+        for i, frame in enumerate(frames):
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=pix_fmt)
+            if pts is not None:
+                video_frame.pts, video_frame.time_base = pts[i], time_base
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("kind", ["grayscale", "10-bit", "variable frame rate", "one frame"])
+def test_unusual_inputs_are_separated_frame_for_frame(bundled, tmp_path, kind):
+    frames = moving_frames(12, 30, 42)
+    if kind == "grayscale":
+        path = _encode(tmp_path / "gray.mkv", frames, "ffv1", "gray")
+    elif kind == "10-bit":
+        path = _encode(tmp_path / "deep.mkv", frames, "ffv1", "yuv420p10le")
+    elif kind == "variable frame rate":
+        stamps = [0, 40, 60, 140, 150, 300, 310, 320, 400, 520, 530, 600]  # milliseconds, irregular
+        path = _encode(tmp_path / "vfr.mkv", frames, "ffv1", "yuv420p", pts=stamps)
+        assert probe(path).timestamps[:3] == (0, 40, 60)
+    else:
+        frames = frames[:1]
+        path = write_video(tmp_path / "single.mp4", frames)
+    report = separate_file(bundled, path, tmp_path / "out", progress=False)
+    assert report.frames == len(frames)
+    for name in ("layer1.mp4", "layer2.mp4"):
+        info = probe(report.folder / name)
+        assert info.num_frames == len(frames) and (info.width, info.height) == (42, 30)
