@@ -192,11 +192,12 @@ class VideoFolder:
     The index (frame counts, sizes, timestamps) is built once and cached as JSON under
     ``$CENTRIFUGE_CACHE`` (default ``~/.cache/centrifuge``), keyed by the folder's absolute path and
     refreshed for files whose size or modification time changed. A file that cannot be decoded is
-    skipped with one warning line naming it.
+    skipped with one warning line naming it; when more than ``max_bad_fraction`` of the files are
+    unreadable the folder is refused with the list (something is wrong beyond a stray file).
     """
 
     def __init__(self, root: str | os.PathLike, cache: bool = True, min_frames: int = 1, files: Sequence[str | os.PathLike] | None = None,
-                 memory_budget: int = 512 * 2**20):
+                 memory_budget: int = 512 * 2**20, max_bad_fraction: float = 0.25):
         self.root = Path(root)
         # Small folders (a few videos) are decoded once per process at the training resolution and
         # kept in memory: re-decoding long-GOP H.264 for every clip costs more than the model step.
@@ -228,6 +229,11 @@ class VideoFolder:
             self.videos.append(info)
         if cache and fresh != cached:
             self._save_cache(fresh)
+        unreadable = [name for name, why in self.skipped if not why.startswith("only ")]
+        if paths and len(unreadable) > max_bad_fraction * len(paths):
+            listed = ", ".join(Path(n).name for n in unreadable[:10]) + (" …" if len(unreadable) > 10 else "")
+            raise VideoError(f"{self.root}: {len(unreadable)} of {len(paths)} videos are unreadable "
+                             f"(more than {max_bad_fraction:.0%}): {listed}")
         if not self.videos:
             raise VideoError(f"{self.root}: no readable video found")
         names = [self._class_name(Path(v.path)) for v in self.videos]

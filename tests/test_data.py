@@ -20,7 +20,7 @@ from centrifuge.data import (
 )
 from centrifuge.losses import identity_outputs, pit_loss
 from centrifuge.synthetic import synthetic_video
-from centrifuge.video import write_video
+from centrifuge.video import VideoError, write_video
 
 
 def test_augmentation_resizes_the_shortest_side_then_crops():
@@ -124,3 +124,23 @@ def test_synthetic_source_gives_varied_pairs():
     a, b = pairs[0]["layers"], pairs[1]["layers"]
     assert a.shape == (2, 3, 8, 32, 32) and not torch.equal(a, b)
     assert float((a[0] - a[1]).abs().mean()) > 0.05
+
+
+def test_one_bad_file_in_ten_is_skipped_and_the_draws_repeat_exactly(tmp_path):
+    for seed in range(9):
+        write_video(tmp_path / f"clip{seed}.mp4", synthetic_video(seed, 12, 32, 40), fps=24)
+    good = (tmp_path / "clip0.mp4").read_bytes()
+    (tmp_path / "clip9.mp4").write_bytes(good[: len(good) // 3])  # truncated mid-stream
+    folder = VideoFolder(tmp_path)
+    assert len(folder) + len(folder.skipped) == 10
+    epoch = [LayerPairs(folder, length=10, num_frames=8, crop_size=24, seed=5)[i]["videos"].tolist() for i in range(10)]
+    again = [LayerPairs(VideoFolder(tmp_path), length=10, num_frames=8, crop_size=24, seed=5)[i]["videos"].tolist() for i in range(10)]
+    assert epoch == again
+
+
+def test_a_folder_of_mostly_broken_files_is_refused_with_the_list(tmp_path):
+    write_video(tmp_path / "fine.mp4", synthetic_video(0, 8, 32, 32), fps=24)
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        (tmp_path / name).write_bytes(b"junk")
+    with pytest.raises(VideoError, match=r"3 of 4 videos are unreadable.*a\.mp4, b\.mp4, c\.mp4"):
+        VideoFolder(tmp_path)
