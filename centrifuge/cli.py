@@ -94,6 +94,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--frames", type=int, default=32, help="frames per clip (default: %(default)s)")
     p.add_argument("--size", type=int, default=112, help="crop size (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="which clips are drawn (default: %(default)s)")
+    p.add_argument("--experiment", choices=["table1", "colors", "frozen"], default="table1",
+                   help="table1: identity / untrained / models (default); colors: Figure 4, a video blended with each of the "
+                        "paper's eight colours; frozen: Table 3's test pairings (first MODEL only)")
+    p.add_argument("--plot", help="colors/frozen: also write a bar chart PNG here")
     p.add_argument("--untrained", metavar="CONFIG", help="add a row for a freshly initialised model of this config (e.g. small)")
     p.add_argument("--json", help="also write the table as JSON to this file")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
@@ -104,9 +108,17 @@ def _run_evaluate(args) -> int:
     from .evaluate import format_table, run_benchmark, write_json
     from .separate import Centrifuge
 
+    from .evaluate import plot_rows, run_color_experiment, run_frozen_experiment
+
     names = args.models or [None]
     models = [(str(name or "bundled default"), Centrifuge.from_pretrained(name, device=args.device).net) for name in names]
-    rows = run_benchmark(models, args.data, args.pairs, args.frames, args.size, args.seed, untrained=args.untrained)
+    if args.experiment == "table1":
+        rows = run_benchmark(models, args.data, args.pairs, args.frames, args.size, args.seed, untrained=args.untrained)
+    else:
+        run = run_color_experiment if args.experiment == "colors" else run_frozen_experiment
+        rows = run(models[0][1], args.data, args.pairs, args.frames, args.size, args.seed)
+        if args.plot:
+            plot_rows(rows, args.plot, f"{models[0][0]}: {args.experiment}")
     print(format_table(rows))
     if args.json:
         write_json(args.json, rows, {k: v for k, v in vars(args).items() if k != "func"})

@@ -274,7 +274,9 @@ class VideoFolder:
         info = self.videos[index]
         span = (num_frames - 1) * stride + 1
         latest = max(0, info.num_frames - span)
-        start = int(rng.integers(0, latest + 1)) if train else latest // 2
+        # Evaluation too draws its start from the item's own generator: a fixed start would make every
+        # pair of the same two videos the very same pair of clips. Only the spatial crop is centred.
+        start = int(rng.integers(0, latest + 1))
         side = round(crop_size * RESIZE_FACTOR)
         decoded = self._decoded_video(index, side)
         if decoded is not None:

@@ -107,3 +107,61 @@ def format_table(rows: Sequence[BenchmarkRow]) -> str:
 def write_json(path: str | Path, rows: Sequence[BenchmarkRow], settings: dict) -> None:
     payload = {"settings": settings, "rows": [r.to_dict() for r in rows]}
     Path(path).write_text(json.dumps(payload, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else str(v)))
+
+
+# --------------------------------------------------------------------------- the paper's variants
+
+
+def color_pairs(pairs: torch.Tensor, color: str) -> torch.Tensor:
+    """Each pair's first layer kept, the second replaced by a pure colour (Fig. 4)."""
+    from .data import color_clip
+
+    return torch.stack([torch.stack([p[0], color_clip(color, p[0])]) for p in pairs])
+
+
+def frozen_pairs(pairs: torch.Tensor, which: tuple[bool, bool]) -> torch.Tensor:
+    """Pairs with the chosen layers frozen (one frame repeated), as in Table 3."""
+    from .data import freeze_clip
+
+    return torch.stack([torch.stack([freeze_clip(p[i]) if which[i] else p[i] for i in range(2)]) for p in pairs])
+
+
+def run_color_experiment(model: CentrifugeNet, data: str, num_pairs: int = 8, num_frames: int = 32, size: int = 112, seed: int = 0) -> list[BenchmarkRow]:
+    """Figure 4: the loss of separating a video from each of the paper's eight colours, beside the
+    loss of separating two videos (rows are named after the second layer)."""
+    from .data import PAPER_COLORS
+
+    pairs = benchmark_pairs(data, num_pairs, num_frames, size, seed)
+    rows = [score_model(model, "video + video", pairs)]
+    for color in PAPER_COLORS:
+        colored = color_pairs(pairs, color)
+        row = score_model(model, f"video + {color}", colored)
+        rows.append(row)
+    return rows
+
+
+def run_frozen_experiment(model: CentrifugeNet, data: str, num_pairs: int = 8, num_frames: int = 32, size: int = 112, seed: int = 0) -> list[BenchmarkRow]:
+    """Table 3, test side: the same model on normal/normal, frozen/normal and frozen/frozen pairs."""
+    pairs = benchmark_pairs(data, num_pairs, num_frames, size, seed)
+    settings = {"both normal": (False, False), "one frozen": (True, False), "both frozen": (True, True)}
+    return [score_model(model, name, frozen_pairs(pairs, which)) for name, which in settings.items()]
+
+
+def plot_rows(rows: Sequence[BenchmarkRow], path: str | Path, title: str) -> Path:
+    """A bar chart of PIT loss with the identity baseline of each row as a marker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows)), 3.6))
+    x = range(len(rows))
+    ax.bar(x, [r.loss for r in rows], color="#4c72b0", label="model (PIT loss)")
+    ax.scatter(x, [r.identity for r in rows], color="#dd8452", zorder=3, label="identity baseline")
+    ax.set_xticks(list(x), [r.name for r in rows], rotation=30, ha="right")
+    ax.set(ylabel="loss (Eq. 2)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
