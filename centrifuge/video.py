@@ -205,9 +205,19 @@ def _to_rgb(frame: av.VideoFrame, rotation: int, shortest_side: int | None = Non
         rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
     else:
         rgb = frame.to_ndarray(format="rgb24")
-    if rotation:
-        rgb = np.ascontiguousarray(np.rot90(rgb, k=-(rotation // 90)))
+    # ``rotation`` is the clockwise angle of the old "rotate" tag; without it, the display matrix
+    # (phone videos), which PyAV gives as a counterclockwise angle per frame.
+    turns = -(rotation // 90) if rotation else _display_rotation(frame) // 90
+    if turns % 4:
+        rgb = np.ascontiguousarray(np.rot90(rgb, k=turns % 4))
     return rgb
+
+
+def _display_rotation(frame: av.VideoFrame) -> int:
+    try:
+        return int(round(frame.rotation / 90.0)) * 90
+    except (AttributeError, TypeError, ValueError):
+        return 0
 
 
 def read_clip(

@@ -110,3 +110,24 @@ def test_missing_file_and_audio_only_file(tmp_path):
             container.mux(packet)
     with pytest.raises(VideoError, match="no video stream"):
         probe(audio)
+
+
+@pytest.mark.parametrize("angle", [90, -90, 180])
+def test_display_matrix_rotation_is_applied_like_a_player(tmp_path, angle):
+    """A phone video stores landscape frames and a display matrix; players rotate them
+    counterclockwise by the matrix's angle, and so does the decoder here."""
+    frame = np.zeros((16, 32, 3), np.uint8)
+    frame[:4, :8] = 255  # a white mark in the stored top-left corner
+    path = tmp_path / f"rotated{angle}.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264rgb", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 16, "rgb24"
+        stream.options = {"crf": "0"}
+        stream.set_display_rotation(angle)
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    clip = read_clip(path)
+    expected = np.rot90(frame, k=(angle // 90) % 4)
+    assert clip.shape == (3, *expected.shape)
+    assert np.array_equal(clip[0], expected)
