@@ -131,3 +131,38 @@ def test_display_matrix_rotation_is_applied_like_a_player(tmp_path, angle):
     expected = np.rot90(frame, k=(angle // 90) % 4)
     assert clip.shape == (3, *expected.shape)
     assert np.array_equal(clip[0], expected)
+
+
+def _plain_mp4(path: Path, frames: np.ndarray) -> Path:
+    """An mp4 without faststart: the index (moov) comes after the media data."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("faststart", [True, False])
+def test_truncated_files_decode_what_they_hold_or_raise_our_error(tmp_path, faststart):
+    frames = moving_frames(30, 32, 48)
+    whole = write_video(tmp_path / "whole.mp4", frames) if faststart else _plain_mp4(tmp_path / "whole.mp4", frames)
+    data = whole.read_bytes()
+    for fraction in (0.05, 0.2, 0.4, 0.6, 0.8, 0.95):
+        cut = tmp_path / f"cut{int(fraction * 100)}.mp4"
+        cut.write_bytes(data[: int(len(data) * fraction)])
+        try:
+            info = probe(cut)
+            clip = read_clip(cut, info=info)
+        except VideoError as e:
+            assert cut.name in str(e)
+        else:  # whatever decodes is real frames of the right size, never more than were written
+            assert 1 <= len(clip) <= 30 and clip.shape[1:] == (32, 48, 3)
+
+
+def test_a_header_with_no_streams_is_our_error(tmp_path):
+    path = tmp_path / "header-only.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom")
+    with pytest.raises(VideoError, match="header-only.mp4"):
+        probe(path)
