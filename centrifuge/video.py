@@ -8,6 +8,7 @@ handled: frame ``i`` is the frame whose timestamp is the ``i``-th smallest.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -16,6 +17,8 @@ from typing import Iterator, Sequence
 
 import av
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".wmv", ".3gp")
 
@@ -144,9 +147,12 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         except (av.error.FFmpegError, ValueError) as e:
             if not stamps:
                 raise VideoError(f"{path}: cannot read packets ({_short(e)})") from None
+        demuxed = len(stamps)
         stamps = _drop_undecodable_tail(container, stream, sorted(stamps), last_key)
         if not stamps:
             raise VideoError(f"{path}: has no decodable video frames")
+        if demuxed - len(stamps) > 1:  # one trailing packet without a frame is common and harmless
+            log.warning("%s: the stream breaks after frame %d of %d; using the frames that decode", path, len(stamps), demuxed)
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
             raise VideoError(f"{path}: video stream has no frame size")

@@ -211,3 +211,18 @@ def test_unusual_inputs_are_separated_frame_for_frame(bundled, tmp_path, kind):
     for name in ("layer1.mp4", "layer2.mp4"):
         info = probe(report.folder / name)
         assert info.num_frames == len(frames) and (info.width, info.height) == (42, 30)
+
+
+def test_a_stream_that_breaks_mid_way_is_separated_as_far_as_it_decodes_with_a_warning(bundled, tmp_path, caplog):
+    import logging
+
+    source = write_video(tmp_path / "broken.mp4", moving_frames(40, 32, 48))
+    data = bytearray(source.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 400] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    source.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        report = separate_file(bundled, source, tmp_path / "out", progress=False)
+    assert 1 <= report.frames < 40
+    assert probe(report.folder / "layer1.mp4").num_frames == report.frames
+    assert any("broken.mp4" in r.message and "breaks" in r.message for r in caplog.records), caplog.text
