@@ -10,7 +10,6 @@ gains 0 dB. The ``untrained`` row is a freshly initialised network (Table 1).
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +105,7 @@ def format_table(rows: Sequence[BenchmarkRow]) -> str:
 
 def write_json(path: str | Path, rows: Sequence[BenchmarkRow], settings: dict) -> None:
     payload = {"settings": settings, "rows": [r.to_dict() for r in rows]}
-    Path(path).write_text(json.dumps(payload, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else str(v)))
+    Path(path).write_text(json.dumps(payload, indent=2, default=str))
 
 
 # --------------------------------------------------------------------------- the paper's variants
@@ -134,9 +133,7 @@ def run_color_experiment(model: CentrifugeNet, data: str, num_pairs: int = 8, nu
     pairs = benchmark_pairs(data, num_pairs, num_frames, size, seed)
     rows = [score_model(model, "video + video", pairs)]
     for color in PAPER_COLORS:
-        colored = color_pairs(pairs, color)
-        row = score_model(model, f"video + {color}", colored)
-        rows.append(row)
+        rows.append(score_model(model, f"video + {color}", color_pairs(pairs, color)))
     return rows
 
 

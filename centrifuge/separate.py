@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,7 +339,7 @@ def separate_files(model: Centrifuge, inputs: Sequence[str], out_root: str, prog
             print(f"{path}: {report.frames} frames in {report.seconds:.1f} s "
                   f"({report.frames / max(report.seconds, 1e-9):.1f} frames/s) -> {report.folder}/index.html")
         except (VideoError, SeparationError) as e:
-            print(f"centrifuge: error: {e}", file=__import__("sys").stderr)
+            print(f"centrifuge: error: {e}", file=sys.stderr)
             failures.append(path)
     done = len(inputs) - len(failures)
     print(f"separated {done} of {len(inputs)} video(s) into {out_root}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import signal
@@ -332,17 +331,6 @@ def train(
     ``max_steps_this_call`` stops early after that many steps (with a checkpoint), as if interrupted.
     With ``config.deterministic`` the run is bit-reproducible on CPU (fp32, no bf16 autocast).
     """
-    return _train(config, run_dir, device, resume, progress, max_steps_this_call)
-
-
-def _train(
-    config: TrainConfig,
-    run_dir: str | os.PathLike,
-    device: str = "auto",
-    resume: bool = True,
-    progress: bool = True,
-    max_steps_this_call: int | None = None,
-) -> TrainResult:
     run_dir = Path(run_dir)
     torch_device = resolve_device(device)
     ddp = init_distributed(torch_device.type)

@@ -8,7 +8,6 @@ import json
 import os
 import sys
 
-import torch
 
 import centrifuge.train as train_module
 from centrifuge.config import make_config

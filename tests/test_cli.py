@@ -12,7 +12,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 import torch
 
 from centrifuge import __version__

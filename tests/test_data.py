@@ -16,7 +16,6 @@ from centrifuge.data import (
     fit_length,
     freeze_clip,
     sample_alpha,
-    to_clip,
 )
 from centrifuge.losses import identity_outputs, pit_loss
 from centrifuge.synthetic import synthetic_video
