@@ -59,6 +59,16 @@ def test_every_named_config_returns_n_layers_of_the_input_size(name):
             assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("endpoint", ["Mixed_3c", "Mixed_4f", "Mixed_5c"])
+def test_every_encoder_depth_builds_a_unet_of_the_input_size(endpoint):
+    """Table 4's three encoders; Mixed_3c once failed because the U-Net looked for a Mixed_4f skip."""
+    model = build_model("tiny", final_endpoint=endpoint, num_layers=2).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 5, 17, 23))
+    assert out.shape == (1, 2, 3, 5, 17, 23)
+    assert model.predictor.skips[0] == ("Conv3d_2c_3x3" if endpoint == "Mixed_3c" else "Mixed_3c" if endpoint == "Mixed_4f" else "Mixed_4f")
+
+
 def test_predictor_corrector_adds_a_correction_to_the_prediction():
     model = build_model("tiny", correction_steps=2).eval()
     with torch.no_grad():

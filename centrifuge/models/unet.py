@@ -65,7 +65,8 @@ class UNet(nn.Module):
         self.encoder = I3DEncoder(in_channels, final_endpoint, width)
         order = list(self.encoder.endpoint_channels)
         depth = order.index(final_endpoint)
-        self.skips = tuple(e for e in SKIP_ENDPOINTS if order.index(e) < depth)[::-1]  # deep to shallow
+        # Deep to shallow; a shallow encoder (Mixed_3c) does not build the deeper skip endpoints at all.
+        self.skips = tuple(e for e in SKIP_ENDPOINTS if e in order and order.index(e) < depth)[::-1]
         levels = list(self.skips) + ["input"]
         blocks = []
         channels, stride = self.encoder.out_channels, self.encoder.stride
