@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .synthetic import SyntheticConfig, synthetic_video
+from .synthetic import SyntheticConfig, photo_bank, synthetic_video
 from .video import VideoError, VideoInfo, find_videos, probe, read_clip
 
 log = logging.getLogger(__name__)
@@ -327,6 +327,22 @@ class SyntheticSource:
         return clip
 
 
+class LabelledSyntheticSource(SyntheticSource):
+    """The generator with classes, for the recognition and same-class experiments: a video's class
+    is the photograph its camera films (index modulo ``num_classes``), partly hidden by at most
+    ``max_sprites`` moving shapes textured with any photograph."""
+
+    def __init__(self, num_classes: int = 8, size: int = 1_000_000, seed: int = 0, max_sprites: int = 2):
+        super().__init__(size, seed, SyntheticConfig(max_sprites=max_sprites, sprite_size=(0.1, 0.35)))
+        self.num_classes = min(num_classes, len(photo_bank()))
+
+    def label(self, index: int) -> int | None:
+        return index % self.num_classes
+
+    def video(self, index: int, num_frames: int, height: int, width: int) -> np.ndarray:
+        return synthetic_video(self.seed * 1_000_003 + index, num_frames, height, width, self.config, background=self.label(index))
+
+
 class LayerPairs(Dataset):
     """Pairs of clips from different videos, returned as separate layers to be blended on the device.
 
@@ -386,7 +402,7 @@ class LayerPairs(Dataset):
             if label is not None and source.label(index) != label:
                 continue
             return source_id, index
-        return source_id, index
+        raise ValueError("no second video found for a pair: " + ("no other video of the same class" if label is not None else "too few videos"))
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         # Each item has its own generator, so workers, epochs and resumes agree on the data.

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 from .data import LayerPairs, blend_layers
-from .losses import identity_outputs, pit_loss
+from .losses import diversity, identity_outputs, pit_loss
 from .models import CentrifugeNet, build_model
 
 
@@ -46,12 +46,30 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
-def benchmark_pairs(data: str, num_pairs: int = 24, num_frames: int = 32, size: int = 112, seed: int = 0) -> torch.Tensor:
-    """``(N, 2, 3, T, H, W)`` layer pairs from different videos of ``data`` (a folder or files)."""
+def clip_source(data: str):
+    """A folder of videos, comma-separated files, or ``synthetic-classes`` (the embedded generator
+    with labels, seeds never used for training: see :class:`centrifuge.data.LabelledSyntheticSource`)."""
+    from .data import LabelledSyntheticSource
     from .train import video_folder
 
-    dataset = LayerPairs([video_folder(data)], length=num_pairs, num_frames=num_frames, crop_size=size, train=False, seed=seed)
-    return torch.stack([dataset[i]["layers"] for i in range(num_pairs)])
+    if data == "synthetic-classes":
+        return LabelledSyntheticSource(seed=20_000)
+    return video_folder(data)
+
+
+def benchmark_items(data: str, num_pairs: int = 24, num_frames: int = 32, size: int = 112, seed: int = 0,
+                    same_class: bool = False) -> dict[str, torch.Tensor]:
+    """``layers`` ``(N, 2, 3, T, H, W)`` from different videos of ``data`` and their ``labels`` ``(N, 2)``."""
+    dataset = LayerPairs([clip_source(data)], length=num_pairs, num_frames=num_frames, crop_size=size, train=False,
+                         seed=seed, same_class=same_class)
+    items = [dataset[i] for i in range(num_pairs)]
+    return {key: torch.stack([item[key] for item in items]) for key in ("layers", "labels")}
+
+
+def benchmark_pairs(data: str, num_pairs: int = 24, num_frames: int = 32, size: int = 112, seed: int = 0,
+                    same_class: bool = False) -> torch.Tensor:
+    """``(N, 2, 3, T, H, W)`` layer pairs from different videos of ``data`` (a folder or files)."""
+    return benchmark_items(data, num_pairs, num_frames, size, seed, same_class)["layers"]
 
 
 @torch.no_grad()
@@ -137,11 +155,146 @@ def run_color_experiment(model: CentrifugeNet, data: str, num_pairs: int = 8, nu
     return rows
 
 
-def run_frozen_experiment(model: CentrifugeNet, data: str, num_pairs: int = 8, num_frames: int = 32, size: int = 112, seed: int = 0) -> list[BenchmarkRow]:
-    """Table 3, test side: the same model on normal/normal, frozen/normal and frozen/frozen pairs."""
+FROZEN_SETTINGS = {"2 frozen": (True, True), "2 normal": (False, False), "1 frozen 1 normal": (True, False)}
+
+
+def run_frozen_experiment(models: Sequence[tuple[str, CentrifugeNet]], data: str, num_pairs: int = 8, num_frames: int = 32,
+                          size: int = 112, seed: int = 0) -> list[BenchmarkRow]:
+    """Table 3: each model (trained on frozen or on normal clips) on pairs of two frozen clips, two
+    normal clips, and one of each. Rows are named ``model / setting``."""
     pairs = benchmark_pairs(data, num_pairs, num_frames, size, seed)
-    settings = {"both normal": (False, False), "one frozen": (True, False), "both frozen": (True, True)}
-    return [score_model(model, name, frozen_pairs(pairs, which)) for name, which in settings.items()]
+    return [score_model(model, f"{name} / {setting}", frozen_pairs(pairs, which))
+            for name, model in models for setting, which in FROZEN_SETTINGS.items()]
+
+
+def format_frozen_grid(rows: Sequence[BenchmarkRow]) -> str:
+    """Table 3's layout: a row per model, a column per test setting, loss (ratio to identity)."""
+    grid: dict[str, dict[str, BenchmarkRow]] = {}
+    for row in rows:
+        model, setting = row.name.rsplit(" / ", 1)
+        grid.setdefault(model, {})[setting] = row
+    header = "train \\ test"
+    lines = [f"{header:<32}" + "".join(f"{s:>22}" for s in FROZEN_SETTINGS)]
+    for model, cells in grid.items():
+        lines.append(f"{model[-32:]:<32}" + "".join(f"{cells[s].loss:>13.4f} ({cells[s].ratio:.3f})" for s in FROZEN_SETTINGS))
+    return "\n".join(lines)
+
+
+# Convolutional layers of the encoder up to each endpoint (the paper's Table 4).
+ENCODER_DEPTH = {"Mixed_3c": 7, "Mixed_4f": 17, "Mixed_5c": 21}
+
+
+def format_layers_table(rows: Sequence[BenchmarkRow], models: Sequence[tuple[str, CentrifugeNet]]) -> str:
+    """Table 2's layout: a row per number of output layers, predictor and predictor–corrector
+    columns, loss (ratio to identity); '-' where no model was given."""
+    cells: dict[tuple[int, bool], BenchmarkRow] = {}
+    for row, (_, model) in zip(rows, models):
+        cells[(model.config.num_layers, model.config.correction_steps > 0)] = row
+    lines = [f"{'# output layers':<16}{'predictor':>22}{'predictor-corrector':>22}"]
+    for n in sorted({n for n, _ in cells}):
+        text = [f"{cells[(n, c)].loss:>13.4f} ({cells[(n, c)].ratio:.3f})" if (n, c) in cells else f"{'-':>22}" for c in (False, True)]
+        lines.append(f"{n:<16}" + "".join(text))
+    return "\n".join(lines)
+
+
+def format_depth_table(rows: Sequence[BenchmarkRow], models: Sequence[tuple[str, CentrifugeNet]]) -> str:
+    """Table 4's layout: encoder endpoint, its depth in convolutional layers, loss, ratio."""
+    lines = [f"{'encoder endpoint':<18}{'depth':>6}{'loss':>10}{'ratio':>8}  model"]
+    for row, (name, model) in sorted(zip(rows, models), key=lambda rm: ENCODER_DEPTH[rm[1][1].config.final_endpoint]):
+        endpoint = model.config.final_endpoint
+        lines.append(f"{endpoint:<18}{ENCODER_DEPTH[endpoint]:>6}{row.loss:>10.4f}{row.ratio:>8.3f}  {name}")
+    return "\n".join(lines)
+
+
+def run_class_experiment(models: Sequence[tuple[str, CentrifugeNet]], data: str, num_pairs: int = 24, num_frames: int = 32,
+                         size: int = 112, seed: int = 0) -> list[BenchmarkRow]:
+    """Section 4.2: each model on random pairs and on pairs of the same class (a folder with class
+    sub-folders, or ``synthetic-classes``)."""
+    random_pairs = benchmark_pairs(data, num_pairs, num_frames, size, seed)
+    same_pairs = benchmark_pairs(data, num_pairs, num_frames, size, seed, same_class=True)
+    rows = []
+    for name, model in models:
+        rows.append(score_model(model, f"{name} / random pairs", random_pairs))
+        rows.append(score_model(model, f"{name} / same-class pairs", same_pairs))
+    return rows
+
+
+@dataclass
+class DiversityExample:
+    score: float
+    blend: torch.Tensor  # (3, H, W), the middle frame
+    layers: torch.Tensor  # (n, 3, H, W)
+    label: str
+
+
+@torch.no_grad()
+def diversity_scores(model: CentrifugeNet, pairs: torch.Tensor, batch_size: int = 2) -> tuple[torch.Tensor, list[DiversityExample]]:
+    """min_{i≠j} ℓ(Oⁱ, Oʲ) of every blend (α = 0.5), and each blend's middle frame with its layers."""
+    model.eval()
+    device = next(model.parameters()).device
+    scores, examples = [], []
+    for start in range(0, len(pairs), batch_size):
+        layers = pairs[start : start + batch_size].to(device)
+        blend = blend_layers(layers, torch.full((layers.shape[0],), 0.5, device=device))
+        outputs = model(blend).float().clamp(0, 1)
+        batch_scores = diversity(outputs).cpu()
+        middle = blend.shape[2] // 2
+        for b in range(layers.shape[0]):
+            examples.append(DiversityExample(float(batch_scores[b]), blend[b, :, middle].cpu(), outputs[b, :, :, middle].cpu(), ""))
+        scores.append(batch_scores)
+    return torch.cat(scores), examples
+
+
+def run_diversity_experiment(models: Sequence[tuple[str, CentrifugeNet]], data: str, num_pairs: int = 100, num_frames: int = 32,
+                             size: int = 112, seed: int = 0, grid: str | Path | None = None, per_model: int = 3) -> list[dict]:
+    """The paper's diversity metric (section 4.2) for each model on normal and on frozen pairs, and
+    optionally an image grid of each model's most diverse examples (Fig. 6)."""
+    pairs = benchmark_pairs(data, num_pairs, num_frames, size, seed)
+    results, shown = [], []
+    for name, model in models:
+        for setting in ("2 normal", "2 frozen"):
+            scores, examples = diversity_scores(model, frozen_pairs(pairs, FROZEN_SETTINGS[setting]))
+            results.append({"model": name, "pairs": setting, "diversity": float(scores.mean()),
+                            "max": float(scores.max()), "count": len(scores)})
+            for example in sorted(examples, key=lambda e: -e.score)[:per_model]:
+                example.label = f"{name}\n{setting}\nd = {example.score:.3f}"
+                shown.append(example)
+    if grid is not None:
+        plot_diversity_grid(shown, grid)
+    return results
+
+
+def format_diversity(results: Sequence[dict]) -> str:
+    lines = [f"{'model':<40}{'pairs':>10}{'diversity':>11}{'max':>8}{'blends':>8}"]
+    for r in results:
+        lines.append(f"{r['model'][-40:]:<40}{r['pairs']:>10}{r['diversity']:>11.4f}{r['max']:>8.4f}{r['count']:>8}")
+    return "\n".join(lines)
+
+
+def plot_diversity_grid(examples: Sequence[DiversityExample], path: str | Path) -> Path:
+    """Fig. 6: a row per example: its score, the blend and every output layer (middle frame)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 1 + max(e.layers.shape[0] for e in examples)
+    fig, axes = plt.subplots(len(examples), columns, figsize=(1.6 * columns + 1.4, 1.6 * len(examples)), squeeze=False)
+    for row, example in zip(axes, examples):
+        images = [example.blend] + list(example.layers)
+        for k, ax in enumerate(row):
+            ax.set_xticks([]), ax.set_yticks([])
+            if k < len(images):
+                ax.imshow(images[k].permute(1, 2, 0).clamp(0, 1).numpy())
+            else:
+                ax.axis("off")
+        row[0].set_ylabel(example.label, rotation=0, ha="right", va="center", fontsize=7)
+    for k, ax in enumerate(axes[0]):
+        ax.set_title("blend" if k == 0 else f"layer {k}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
 
 
 def plot_rows(rows: Sequence[BenchmarkRow], path: str | Path, title: str) -> Path:

@@ -244,9 +244,13 @@ def synthetic_video(
     height: int = 112,
     width: int = 112,
     config: SyntheticConfig = SyntheticConfig(),
+    background: int | None = None,
 ) -> np.ndarray:
-    """Generate one video, a pure function of ``seed``.
+    """Generate one video, a pure function of ``seed`` (and ``background``).
 
+    Args:
+        background: index into :func:`photo_bank` of the photograph the camera films (random when
+            None); the labelled generator uses it as the video's class.
     Returns:
         ``(T, H, W, 3)`` uint8 frames.
     """
@@ -254,7 +258,8 @@ def synthetic_video(
     photos = photo_bank()
     pixels = _frame_pixel_grid(num_frames, height, width)
 
-    background = photos[rng.integers(len(photos))]
+    drawn = int(rng.integers(len(photos)))
+    background = photos[drawn if background is None else background % len(photos)]
     background_colour = _colour_transform(rng)
     camera = _camera_matrices(rng, num_frames, height, width, background.shape[1:], config)
     grid = _apply_affines(pixels, camera)

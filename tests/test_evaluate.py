@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 
 from centrifuge.data import PAPER_COLORS
-from centrifuge.evaluate import benchmark_pairs, color_pairs, frozen_pairs, identity_row, score_model
+from centrifuge.evaluate import (BenchmarkRow, benchmark_items, benchmark_pairs, color_pairs, diversity_scores, format_depth_table,
+                                 format_frozen_grid, format_layers_table, frozen_pairs, identity_row, plot_diversity_grid,
+                                 run_class_experiment, run_frozen_experiment, score_model)
 from centrifuge.models import build_model
 
 
@@ -35,3 +40,58 @@ def test_identity_row_scores_ratio_one_and_a_model_row_is_consistent():
     torch.manual_seed(0)
     row = score_model(build_model("tiny"), "tiny", pairs)
     assert row.identity == identity.loss and row.loss > 0
+
+
+class FixedOffset(torch.nn.Module):
+    """A stand-in separator whose layers are the blend and the blend + 0.1: diversity exactly 0.1."""
+
+    def __init__(self, num_layers: int = 2):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.num_layers = num_layers
+
+    def forward(self, blend):
+        return torch.stack([blend + 0.1 * k for k in range(self.num_layers)], dim=1)
+
+
+def test_diversity_is_the_smallest_distance_between_layers_and_the_grid_has_a_row_per_example(tmp_path):
+    pairs = 0.2 + 0.5 * torch.rand(4, 2, 3, 4, 16, 16)  # blends stay inside [0.2, 0.7]: no clamping
+    scores, examples = diversity_scores(FixedOffset(3), pairs)
+    assert torch.allclose(scores, torch.full((4,), 0.1), atol=1e-5)  # min over 0.1, 0.2, 0.1
+    assert examples[0].layers.shape == (3, 3, 16, 16)
+    grid = plot_diversity_grid(examples[:3], tmp_path / "grid.png")
+    image = np.asarray(Image.open(grid))
+    assert image.shape[0] > image.shape[1] * 3 / 5  # three rows of four tiles, taller than a single row
+
+
+def test_tables_place_each_model_by_its_configuration():
+    models = [("p2", build_model("tiny", num_layers=2)), ("c4", build_model("tiny", num_layers=4, correction_steps=1)),
+              ("shallow", build_model("tiny", num_layers=2, final_endpoint="Mixed_3c"))]
+    rows = [BenchmarkRow(name, loss, 0.5, 0, 0, 0) for (name, _), loss in zip(models, (0.4, 0.3, 0.45))]
+    table = format_layers_table(rows[:2], models[:2]).splitlines()
+    assert table[1].split() == ["2", "0.4000", "(0.800)", "-"]
+    assert table[2].split() == ["4", "-", "0.3000", "(0.600)"]
+    depth = format_depth_table([rows[0], rows[2]], [models[0], models[2]]).splitlines()
+    assert depth[1].split()[:3] == ["Mixed_3c", "7", "0.4500"]  # sorted shallow to deep
+    assert depth[2].split()[:3] == ["Mixed_4f", "17", "0.4000"]
+
+
+def test_frozen_experiment_scores_every_model_on_every_pairing(shared_videos):
+    data = f"{shared_videos / 'carphone_pristine.mp4'},{shared_videos / 'cup.mp4'}"
+    models = [("a", FixedOffset()), ("b", build_model("tiny"))]
+    rows = run_frozen_experiment(models, data, num_pairs=2, num_frames=4, size=16)
+    assert [r.name for r in rows[:3]] == ["a / 2 frozen", "a / 2 normal", "a / 1 frozen 1 normal"]
+    assert len(rows) == 6
+    # The identity loss of the frozen pairs differs from the normal pairs': the pairs really were frozen.
+    assert rows[0].identity != rows[1].identity
+    grid = format_frozen_grid(rows).splitlines()
+    assert len(grid) == 3 and grid[1].startswith("a ") and grid[2].startswith("b ")
+
+
+def test_same_class_pairs_share_a_label_and_a_folder_without_classes_is_refused(shared_videos):
+    items = benchmark_items("synthetic-classes", num_pairs=4, num_frames=4, size=16, same_class=True)
+    assert torch.equal(items["labels"][:, 0], items["labels"][:, 1])
+    rows = run_class_experiment([("a", FixedOffset())], "synthetic-classes", num_pairs=2, num_frames=4, size=16)
+    assert [r.name for r in rows] == ["a / random pairs", "a / same-class pairs"]
+    with pytest.raises(ValueError, match="class folders"):
+        benchmark_pairs(str(shared_videos / "cup.mp4") + "," + str(shared_videos / "box.mp4"), 2, 4, 16, same_class=True)
