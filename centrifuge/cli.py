@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -84,44 +85,137 @@ def _run_separate(args) -> int:
     return 1 if failures else 0
 
 
+EXPERIMENTS = {
+    "table1": "identity / untrained / models (Table 1, default)",
+    "layers": "Table 2: loss against the number of output layers, predictor vs predictor-corrector (one MODEL per cell)",
+    "frozen": "Table 3: each MODEL (trained on normal or frozen clips) on frozen / normal / mixed pairs",
+    "depth": "Table 4: loss against the encoder's endpoint (one MODEL per endpoint)",
+    "colors": "Figure 4: a video blended with each of the paper's eight colours (first MODEL)",
+    "diversity": "section 4.2: mean min_{i!=j} l(Oi, Oj) on normal and frozen pairs; --plot draws the most diverse (Fig. 6)",
+    "classes": "section 4.2: random pairs vs pairs of the same class (class sub-folders, or --data synthetic-classes)",
+    "recognition": "section 4.1: two-label accuracy of --classifier on blends, separated layers, clean pairs (first MODEL)",
+}
+
+
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="the validation benchmark: PIT loss vs identity and PSNR on blended real videos",
-                       description="Blend clips of different videos (alpha 0.5, centre crops) and score each model against the identity "
-                                   "baseline (Table 1 of the paper, on any folder of videos).")
+    p = sub.add_parser("evaluate", help="the paper's experiments: PIT loss vs identity, tables 1-4, figure 4, diversity, recognition",
+                       description="Blend clips of different videos (alpha 0.5, centre crops) and score models against the identity "
+                                   "baseline. Each of the paper's experiments is one --experiment: "
+                                   + "; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()) + ".")
     p.add_argument("models", nargs="*", metavar="MODEL", help="bundled model name, run folder, checkpoint folder or .safetensors file (default: the bundled model)")
-    p.add_argument("--data", required=True, help="a folder of videos or comma-separated files, never trained on")
+    p.add_argument("--data", required=True, help="a folder of videos or comma-separated files, never trained on; "
+                                                  "'synthetic-classes' for the labelled generator")
     p.add_argument("--pairs", type=int, default=24, help="blended pairs (default: %(default)s)")
     p.add_argument("--frames", type=int, default=32, help="frames per clip (default: %(default)s)")
     p.add_argument("--size", type=int, default=112, help="crop size (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="which clips are drawn (default: %(default)s)")
-    p.add_argument("--experiment", choices=["table1", "colors", "frozen"], default="table1",
-                   help="table1: identity / untrained / models (default); colors: Figure 4, a video blended with each of the "
-                        "paper's eight colours; frozen: Table 3's test pairings (first MODEL only)")
-    p.add_argument("--plot", help="colors/frozen: also write a bar chart PNG here")
-    p.add_argument("--untrained", metavar="CONFIG", help="add a row for a freshly initialised model of this config (e.g. small)")
-    p.add_argument("--json", help="also write the table as JSON to this file")
+    p.add_argument("--experiment", choices=list(EXPERIMENTS), default="table1", help="which experiment (default: %(default)s)")
+    p.add_argument("--plot", help="colors/frozen: a bar chart PNG; diversity: the image grid of the most diverse examples")
+    p.add_argument("--untrained", metavar="CONFIG", help="table1: add a row for a freshly initialised model of this config (e.g. small)")
+    p.add_argument("--classifier", help="recognition: a classifier .safetensors from `centrifuge train-classifier`")
+    p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.set_defaults(func=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
-    from .evaluate import format_table, run_benchmark, write_json
+    from . import evaluate as ev
     from .separate import Centrifuge
-
-    from .evaluate import plot_rows, run_color_experiment, run_frozen_experiment
 
     names = args.models or [None]
     models = [(str(name or "bundled default"), Centrifuge.from_pretrained(name, device=args.device).net) for name in names]
-    if args.experiment == "table1":
-        rows = run_benchmark(models, args.data, args.pairs, args.frames, args.size, args.seed, untrained=args.untrained)
+    common = (args.data, args.pairs, args.frames, args.size, args.seed)
+    settings = {k: v for k, v in vars(args).items() if k != "func"}
+    if args.experiment == "recognition":
+        return _run_recognition(args, models[0])
+    if args.experiment == "diversity":
+        results = ev.run_diversity_experiment(models, *common, grid=args.plot)
+        print(ev.format_diversity(results))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"settings": settings, "rows": results}, indent=2, default=str))
+        return 0
+    if args.experiment in ("table1", "layers", "depth"):
+        rows = ev.run_benchmark(models, *common, untrained=args.untrained if args.experiment == "table1" else None)
+        text = ev.format_table(rows)
+        if args.experiment != "table1":
+            layout = ev.format_layers_table if args.experiment == "layers" else ev.format_depth_table
+            text = layout(rows[1:], models) + f"\n(identity baseline: loss {rows[0].loss:.4f})"
+    elif args.experiment == "colors":
+        rows = ev.run_color_experiment(models[0][1], *common)
+        text = ev.format_table(rows)
+    elif args.experiment == "frozen":
+        rows = ev.run_frozen_experiment(models, *common)
+        text = ev.format_frozen_grid(rows)
     else:
-        run = run_color_experiment if args.experiment == "colors" else run_frozen_experiment
-        rows = run(models[0][1], args.data, args.pairs, args.frames, args.size, args.seed)
-        if args.plot:
-            plot_rows(rows, args.plot, f"{models[0][0]}: {args.experiment}")
-    print(format_table(rows))
+        try:
+            rows = ev.run_class_experiment(models, *common)
+        except ValueError as e:
+            raise UserError(f"{args.data}: {e}") from None
+        text = ev.format_table(rows)
+    if args.plot and args.experiment in ("colors", "frozen"):
+        ev.plot_rows(rows, args.plot, f"{models[0][0]}: {args.experiment}")
+    print(text)
     if args.json:
-        write_json(args.json, rows, {k: v for k, v in vars(args).items() if k != "func"})
+        ev.write_json(args.json, rows, settings)
+    return 0
+
+
+def _run_recognition(args, separator) -> int:
+    from .evaluate import clip_source
+    from .recognition import different_class_pairs, format_recognition, load_classifier, run_recognition_experiment
+
+    if not args.classifier:
+        raise UserError("the recognition experiment needs --classifier (train one with `centrifuge train-classifier`)")
+    try:
+        classifier = load_classifier(args.classifier, device=next(separator[1].parameters()).device)
+        layers, labels = different_class_pairs(clip_source(args.data), args.pairs, args.frames, args.size, args.seed)
+    except (ValueError, OSError) as e:
+        raise UserError(str(e)) from None
+    result = run_recognition_experiment(separator[1], classifier, layers, labels)
+    print(format_recognition(separator[0], result))
+    if args.json:
+        settings = {k: v for k, v in vars(args).items() if k != "func"}
+        Path(args.json).write_text(json.dumps({"settings": settings, "result": result.to_dict()}, indent=2, default=str))
+    return 0
+
+
+def _add_train_classifier(sub) -> None:
+    p = sub.add_parser("train-classifier", help="train a small video classifier for the recognition experiment",
+                       description="Train a narrow I3D classifier on clean labelled clips: the labelled generator "
+                                   "('synthetic-classes', no file needed) or a folder of videos in class sub-folders.")
+    p.add_argument("-o", "--out", required=True, help="the classifier file to write (.safetensors; a .json is written beside it)")
+    p.add_argument("--data", default="synthetic-classes", help="'synthetic-classes' or a folder with class sub-folders (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=300, help="training steps (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip (default: %(default)s)")
+    p.add_argument("--size", type=int, default=64, help="crop size (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_train_classifier)
+
+
+def _run_train_classifier(args) -> int:
+    import torch
+
+    from .data import LabelledSyntheticSource
+    from .recognition import LabelledClips, save_classifier, train_classifier
+    from .train import video_folder
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise UserError(f"{out}: the classifier file must end in .safetensors")
+    if out.exists():
+        raise UserError(f"{out} exists; choose another name")
+    source = LabelledSyntheticSource(seed=args.seed) if args.data == "synthetic-classes" else video_folder(args.data)
+    num_classes = source.num_classes if args.data == "synthetic-classes" else len(source.classes)
+    if num_classes < 2:
+        raise UserError(f"{args.data}: needs videos in at least two class sub-folders")
+    model = train_classifier(source, num_classes, args.steps, args.frames, args.size, seed=args.seed, log=print)
+    synthetic = args.data == "synthetic-classes"
+    clips = LabelledClips(LabelledSyntheticSource(seed=20_000) if synthetic else source, 64, args.frames, args.size, train=False, seed=args.seed + 1)
+    with torch.no_grad():
+        correct = sum(int(model(clip[None]).argmax()) == label for clip, label in clips)
+    save_classifier(model, out)
+    where = "held-back generated clips" if synthetic else "clips of the training videos (centre crops)"
+    print(f"wrote {out}: {num_classes} classes, top-1 {correct / len(clips):.1%} on 64 {where}")
     return 0
 
 
@@ -185,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_separate(sub)
     _add_evaluate(sub)
+    _add_train_classifier(sub)
     _add_export(sub)
     _add_bench(sub)
     _add_demo(sub)

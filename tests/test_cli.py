@@ -86,6 +86,27 @@ def test_bad_training_options_are_one_line(tmp_path):
     assert_one_line_error(run_cli("separate", str(tmp_path / "x.mp4"), "--model", str(tmp_path / "nomodel")), "no such model")
 
 
+def test_recognition_and_table_experiments_from_the_command_line(tmp_path, shared_videos):
+    classifier = tmp_path / "clf.safetensors"
+    trained = run_cli("train-classifier", "-o", str(classifier), "--steps", "8", "--frames", "4", "--size", "32")
+    assert trained.returncode == 0, trained.stderr
+    assert classifier.exists() and classifier.with_suffix(".json").exists() and "top-1" in trained.stdout
+    assert_one_line_error(run_cli("train-classifier", "-o", str(classifier), "--steps", "1"), "exists")
+    common = ["--data", "synthetic-classes", "--pairs", "4", "--frames", "4", "--size", "32"]
+    result = run_cli("evaluate", "--experiment", "recognition", "--classifier", str(classifier), "--json", str(tmp_path / "r.json"), *common)
+    assert result.returncode == 0, result.stderr
+    assert "(a) blend, top-2" in result.stdout and "(b) separated layers, top-1" in result.stdout
+    scores = json.loads((tmp_path / "r.json").read_text())["result"]
+    assert all(0 <= scores[k] <= 1 for k in ("blend_top2", "separated_top1", "clean_top1"))
+    assert_one_line_error(run_cli("evaluate", "--experiment", "recognition", *common), "--classifier")
+    two = f"{shared_videos / 'cup.mp4'},{shared_videos / 'box.mp4'}"
+    assert_one_line_error(run_cli("evaluate", "--experiment", "classes", "--data", two, "--pairs", "2", "--frames", "4", "--size", "32"),
+                          "class folders")
+    layers = run_cli("evaluate", "--experiment", "layers", *common)
+    assert layers.returncode == 0, layers.stderr
+    assert layers.stdout.splitlines()[1].split()[0] == "4"  # the bundled model: 4 layers, no corrector
+
+
 def test_demo_writes_the_report_folder(tmp_path):
     result = run_cli("demo", "-o", str(tmp_path / "demo"), "--steps", "6")
     assert result.returncode == 0, result.stderr
