@@ -93,6 +93,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # About 1.5 hours on a 2-core CPU: a quarter-width I3D U-Net on 16×64×64 clips.
     "cpu": dict(model="small", num_frames=16, crop_size=64, batch_size=8, steps=2400, optimizer="adam", lr=1e-3,
                 lr_milestones=[1600, 2100], lr_values=[3e-4, 1e-4], val_every=200, checkpoint_every=200),
+    # The ablations of docs/results.md (Tables 2-4): one quarter-width predictor per variant, about
+    # 5 minutes each on a 2-core CPU. Vary it with --set model.num_layers=8, model=small-corrector,
+    # model.final_endpoint=Mixed_3c, frozen=true.
+    "ablation": dict(model="small", model_overrides=dict(output="symmetric", num_layers=2), num_frames=16, crop_size=64,
+                     batch_size=8, steps=400, optimizer="adam", lr=1e-3, lr_milestones=[300], lr_values=[3e-4],
+                     val_every=400, checkpoint_every=200, keep_checkpoints=2),
     # Minutes: for the demo and the tests.
     "tiny": dict(model="tiny", num_frames=8, crop_size=32, batch_size=8, steps=300, optimizer="adam", lr=2e-3,
                  val_every=100, val_clips=8, checkpoint_every=100, log_every=10),
