@@ -208,3 +208,189 @@ def main(device: str = "auto", quick: bool = False, json_path: str | None = None
     if json_path:
         Path(json_path).write_text(json.dumps(results, indent=2))
     return results
+
+
+# --------------------------------------------------------------------------- levers, one at a time
+
+# What each lever was predicted to do before it was measured (issue 6 asks for the prediction first).
+PREDICTIONS = {
+    "inference_mode": "~0-3%: no_grad already skips the graph; inference_mode only drops version counters",
+    "channels_last_3d (fp32)": "small (±10%): oneDNN reorders NCDHW inputs internally anyway",
+    "bf16 autocast": "2-3x: the bf16 matrix product is ~4x fp32 here, convolutions are not all matmul-bound",
+    "BatchNorm folded": "5-15%: one elementwise pass over every activation fewer",
+    "2 clips per batch": "~0-10% per clip: a 64x224x224 clip already fills both cores",
+    "1 thread instead of 2": "~1.8-2x slower: the work parallelises well over the two cores",
+    "torch.compile": "10-30% from fusing pads, ReLUs and concatenations; minutes of compile time",
+}
+
+
+def _timed_inference(model: torch.nn.Module, clip: torch.Tensor, amp: torch.dtype | None, mode: str, repeats: int = 2) -> float:
+    context = torch.inference_mode if mode == "inference_mode" else torch.no_grad
+
+    def run():
+        with context(), torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+            model(clip)
+
+    return _best_time(run, repeats=repeats)
+
+
+def inference_levers(frames: int = 64, size: int = 224, num_layers: int = 4, compile_model: bool = False) -> list[dict]:
+    """The paper's base predictor (``num_layers`` outputs) on one ``frames×size×size`` clip, CPU,
+    with the levers switched on one after another; each row keeps the previous rows' levers."""
+    from .models import fold_batchnorm
+
+    torch.manual_seed(0)
+    base = build_model("paper-predictor", num_layers=num_layers).eval()
+    clip = torch.rand(1, 3, frames, size, size)
+    flops = count_flops(base, clip, False)
+    bf16 = torch.bfloat16 if cpu_has_fast_bf16() else None
+    cl = lambda t: t.contiguous(memory_format=torch.channels_last_3d)  # noqa: E731
+    base_cl = base.to(memory_format=torch.channels_last_3d)
+    folded = fold_batchnorm(base).to(memory_format=torch.channels_last_3d)
+    ladder = [
+        ("fp32 eager (no_grad)", lambda: _timed_inference(base, clip, None, "no_grad")),
+        ("inference_mode", lambda: _timed_inference(base, clip, None, "inference_mode")),
+        ("channels_last_3d (fp32)", lambda: _timed_inference(base_cl, cl(clip), None, "inference_mode")),
+        ("bf16 autocast", lambda: _timed_inference(base_cl, cl(clip), bf16, "inference_mode")),
+        ("BatchNorm folded", lambda: _timed_inference(folded, cl(clip), bf16, "inference_mode")),
+        ("2 clips per batch", lambda: _timed_inference(folded, cl(clip.expand(2, -1, -1, -1, -1)), bf16, "inference_mode", 1) / 2),
+    ]
+    rows = []
+    for name, measure in ladder:
+        seconds = measure()
+        rows.append({"lever": name, "seconds_per_clip": seconds, "gflops": flops / seconds / 1e9, "prediction": PREDICTIONS.get(name, "")})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seconds = _timed_inference(folded, cl(clip), bf16, "inference_mode", 1)
+    finally:
+        torch.set_num_threads(threads)
+    rows.append({"lever": "1 thread instead of 2", "seconds_per_clip": seconds, "gflops": flops / seconds / 1e9,
+                 "prediction": PREDICTIONS["1 thread instead of 2"], "not_kept": True})
+    if compile_model:
+        compiled = torch.compile(folded)
+        started = time.perf_counter()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=bf16 or torch.float32, enabled=bf16 is not None):
+            compiled(cl(clip))
+        warmup = time.perf_counter() - started
+        seconds = _timed_inference(compiled, cl(clip), bf16, "inference_mode", 2)
+        rows.append({"lever": "torch.compile", "seconds_per_clip": seconds, "gflops": flops / seconds / 1e9,
+                     "prediction": PREDICTIONS["torch.compile"], "compile_seconds": warmup})
+    return rows
+
+
+def concatenation_share(frames: int = 32, size: int = 224, num_layers: int = 4) -> float:
+    """The share of CPU time the paper predictor spends in ``aten::cat`` (Inception and skip
+    concatenations) at bf16 with channels_last_3d: the most a concatenation-free rewrite could save."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = build_model("paper-predictor", num_layers=num_layers).eval().to(memory_format=torch.channels_last_3d)
+    clip = torch.rand(1, 3, frames, size, size).contiguous(memory_format=torch.channels_last_3d)
+    amp = torch.bfloat16 if cpu_has_fast_bf16() else None
+    _timed_inference(model, clip, amp, "inference_mode", 1)  # warm-up: oneDNN builds its kernels
+    with profile(activities=[ProfilerActivity.CPU]) as prof, torch.inference_mode(), torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+        model(clip)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key == "aten::cat") / total
+
+
+def training_levers(batch: int = 8, frames: int = 16, size: int = 64) -> list[dict]:
+    """Training clips/s of the ``small`` model with precision and memory-layout levers, side by side."""
+    rows = []
+    for name, amp, channels_last in [("fp32 eager", None, False), ("channels_last_3d (fp32)", None, True),
+                                     ("bf16 autocast (NCDHW)", torch.bfloat16, False), ("bf16 autocast + channels_last_3d", torch.bfloat16, True)]:
+        if amp is not None and not cpu_has_fast_bf16():
+            continue
+        torch.manual_seed(0)
+        model = build_model("small").train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        clip = torch.rand(batch, 3, frames, size, size)
+        if channels_last:
+            model, clip = model.to(memory_format=torch.channels_last_3d), clip.contiguous(memory_format=torch.channels_last_3d)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+                out = model(clip)
+            out.float().abs().mean().backward()
+            optimizer.step()
+
+        rows.append({"lever": name, "clips_s": batch / _best_time(step, repeats=3)})
+    for row in rows:
+        row["speedup"] = row["clips_s"] / rows[0]["clips_s"]
+    return rows
+
+
+def format_levers(inference: list[dict], training: list[dict], cat_share: float | None) -> str:
+    lines = [f"{'inference lever (cumulative)':<30}{'s/clip':>8}{'GFLOP/s':>9}{'vs prev':>9}  prediction"]
+    previous = None
+    for row in inference:
+        change = "" if previous is None else f"x{previous / row['seconds_per_clip']:.2f}"
+        lines.append(f"{row['lever']:<30}{row['seconds_per_clip']:8.2f}{row['gflops']:9.0f}{change:>9}  {row['prediction']}")
+        if not row.get("not_kept"):
+            previous = row["seconds_per_clip"]
+    if cat_share is not None:
+        lines.append(f"time in aten::cat (concatenations): {100 * cat_share:.1f}% of the bf16 forward")
+    lines += ["", f"{'training lever (small, batch 8)':<34}{'clips/s':>8}{'vs fp32':>9}"]
+    lines += [f"{row['lever']:<34}{row['clips_s']:8.1f}{'x%.2f' % row['speedup']:>9}" for row in training]
+    return "\n".join(lines)
+
+
+def levers_main(json_path: str | None = None, compile_model: bool = False, quick: bool = False) -> dict:
+    frames, size = (8, 64) if quick else (64, 224)
+    inference = inference_levers(frames, size, compile_model=compile_model)
+    cat_share = concatenation_share(8 if quick else 32, 64 if quick else 224)
+    training = training_levers(*((2, 8, 32) if quick else (8, 16, 64)))
+    print(format_levers(inference, training, cat_share))
+    results = {"inference_paper_predictor_4_layers": {"clip": [frames, size, size], "rows": inference},
+               "concatenation_share": cat_share, "training_small": training, "threads": torch.get_num_threads()}
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2))
+    return results
+
+
+# --------------------------------------------------------------------------- memory against length
+
+_MEASURE_SEPARATE = """
+import resource, sys, time
+from centrifuge.cli import main
+started = time.perf_counter()
+code = main(["separate", sys.argv[1], "-o", sys.argv[2], "--force"])
+print(code, time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def separate_memory_by_length(minutes: tuple[float, ...] = (1, 10), fps: float = 10, height: int = 224) -> list[dict]:
+    """Peak resident memory and seconds of ``centrifuge separate`` (a fresh process each) on inputs
+    of each length; a 4-second generated clip is looped to the length, so only the length differs."""
+    import subprocess
+    import sys
+
+    from .synthetic import synthetic_video
+    from .video import VideoWriter
+
+    width = (height * 16 // 9) // 2 * 2
+    loop = synthetic_video(2, int(4 * fps), height, width)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for length in minutes:
+            path = Path(tmp) / f"input_{length:g}min.mp4"
+            frames = int(length * 60 * fps)
+            with VideoWriter(path, fps=fps) as writer:
+                for start in range(0, frames, len(loop)):
+                    writer.write(loop[: frames - start])
+            done = subprocess.run([sys.executable, "-c", _MEASURE_SEPARATE, str(path), str(Path(tmp) / "out")],
+                                  capture_output=True, text=True, check=True)
+            code, seconds, peak = done.stdout.split()[-3:]
+            rows.append({"minutes": length, "frames": frames, "size": [height, width], "fps": fps, "exit_code": int(code),
+                         "seconds": float(seconds), "frames_per_second": frames / float(seconds), "peak_mib": float(peak)})
+    return rows
+
+
+def format_memory(rows: list[dict]) -> str:
+    lines = [f"{'input':<24}{'frames':>8}{'seconds':>9}{'frames/s':>10}{'peak MiB':>10}"]
+    for r in rows:
+        name = f"{r['minutes']:g} min {r['size'][1]}x{r['size'][0]} {r['fps']:g} fps"
+        lines.append(f"{name:<24}{r['frames']:>8}{r['seconds']:>9.0f}{r['frames_per_second']:>10.1f}{r['peak_mib']:>10.0f}")
+    return "\n".join(lines)

@@ -245,13 +245,25 @@ def _add_bench(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="small sizes only (a smoke run, not the published figures)")
     p.add_argument("--json", help="also write the figures as JSON to this file")
+    p.add_argument("--levers", action="store_true", help="instead: each speed lever switched on one after another (CPU), "
+                                                          "with the prediction made before measuring it")
+    p.add_argument("--compile", action="store_true", help="with --levers: also try torch.compile (minutes of compile time)")
+    p.add_argument("--memory", action="store_true", help="instead: peak memory of `separate` on a 1-minute and a 10-minute 224p input")
     p.set_defaults(func=_run_bench)
 
 
 def _run_bench(args) -> int:
-    from .bench import main as bench_main
+    from .bench import format_memory, levers_main, main as bench_main, separate_memory_by_length
 
-    bench_main(args.device, args.quick, args.json)
+    if args.memory:
+        rows = separate_memory_by_length((0.1, 0.5) if args.quick else (1, 10))
+        print(format_memory(rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+    elif args.levers:
+        levers_main(args.json, compile_model=args.compile, quick=args.quick)
+    else:
+        bench_main(args.device, args.quick, args.json)
     return 0
 
 

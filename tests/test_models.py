@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from centrifuge.models import MODEL_CONFIGS, I3DEncoder, build_model, load_i3d_weights
+from centrifuge.models import MODEL_CONFIGS, I3DEncoder, build_model, load_i3d_weights, fold_batchnorm
 from centrifuge.models.i3d import I3D_LAYERS, same_padding
 
 
@@ -139,3 +139,21 @@ def test_wrong_shapes_are_refused():
     bad = {k: torch.zeros(3) for k in encoder.state_dict() if k.endswith("conv3d.weight")}
     with pytest.raises(ValueError, match="shape"):
         load_i3d_weights(encoder, bad)
+
+
+def test_folding_batchnorm_into_the_convolutions_keeps_the_outputs():
+    torch.manual_seed(0)
+    model = build_model("tiny", correction_steps=1)
+    for module in model.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in model.modules())  # the original is untouched
+    video = torch.rand(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(folded(video), model(video), atol=1e-4)
