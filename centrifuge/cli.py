@@ -103,7 +103,7 @@ def _add_evaluate(sub) -> None:
                                    "baseline. Each of the paper's experiments is one --experiment: "
                                    + "; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()) + ".")
     p.add_argument("models", nargs="*", metavar="MODEL", help="bundled model name, run folder, checkpoint folder or .safetensors file (default: the bundled model)")
-    p.add_argument("--data", required=True, help="a folder of videos or comma-separated files, never trained on; "
+    p.add_argument("--data", required=True, help="a folder of videos or comma-separated files, never trained on; 'synthetic' for held-back generated clips, "
                                                   "'synthetic-classes' for the labelled generator")
     p.add_argument("--pairs", type=int, default=24, help="blended pairs (default: %(default)s)")
     p.add_argument("--frames", type=int, default=32, help="frames per clip (default: %(default)s)")

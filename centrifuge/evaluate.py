@@ -47,11 +47,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def clip_source(data: str):
-    """A folder of videos, comma-separated files, or ``synthetic-classes`` (the embedded generator
-    with labels, seeds never used for training: see :class:`centrifuge.data.LabelledSyntheticSource`)."""
-    from .data import LabelledSyntheticSource
+    """A folder of videos, comma-separated files, ``synthetic`` (the embedded generator) or
+    ``synthetic-classes`` (the generator with labels: :class:`centrifuge.data.LabelledSyntheticSource`),
+    both from a generator seed no training run uses."""
+    from .data import LabelledSyntheticSource, SyntheticSource
     from .train import video_folder
 
+    if data == "synthetic":
+        return SyntheticSource(seed=20_000)
     if data == "synthetic-classes":
         return LabelledSyntheticSource(seed=20_000)
     return video_folder(data)
@@ -174,9 +177,9 @@ def format_frozen_grid(rows: Sequence[BenchmarkRow]) -> str:
         model, setting = row.name.rsplit(" / ", 1)
         grid.setdefault(model, {})[setting] = row
     header = "train \\ test"
-    lines = [f"{header:<32}" + "".join(f"{s:>22}" for s in FROZEN_SETTINGS)]
+    lines = [f"{header:<40}" + "".join(f"{s:>22}" for s in FROZEN_SETTINGS)]
     for model, cells in grid.items():
-        lines.append(f"{model[-32:]:<32}" + "".join(f"{cells[s].loss:>13.4f} ({cells[s].ratio:.3f})" for s in FROZEN_SETTINGS))
+        lines.append(f"{model[-40:]:<40}" + "".join(f"{cells[s].loss:>13.4f} ({cells[s].ratio:.3f})" for s in FROZEN_SETTINGS))
     return "\n".join(lines)
 
 
@@ -246,7 +249,7 @@ def diversity_scores(model: CentrifugeNet, pairs: torch.Tensor, batch_size: int 
 
 
 def run_diversity_experiment(models: Sequence[tuple[str, CentrifugeNet]], data: str, num_pairs: int = 100, num_frames: int = 32,
-                             size: int = 112, seed: int = 0, grid: str | Path | None = None, per_model: int = 3) -> list[dict]:
+                             size: int = 112, seed: int = 0, grid: str | Path | None = None, per_model: int = 2) -> list[dict]:
     """The paper's diversity metric (section 4.2) for each model on normal and on frozen pairs, and
     optionally an image grid of each model's most diverse examples (Fig. 6)."""
     pairs = benchmark_pairs(data, num_pairs, num_frames, size, seed)
@@ -257,7 +260,7 @@ def run_diversity_experiment(models: Sequence[tuple[str, CentrifugeNet]], data: 
             results.append({"model": name, "pairs": setting, "diversity": float(scores.mean()),
                             "max": float(scores.max()), "count": len(scores)})
             for example in sorted(examples, key=lambda e: -e.score)[:per_model]:
-                example.label = f"{name}\n{setting}\nd = {example.score:.3f}"
+                example.label = f"{Path(name).name or name}\n{setting}\nd = {example.score:.3f}"
                 shown.append(example)
     if grid is not None:
         plot_diversity_grid(shown, grid)
@@ -292,7 +295,7 @@ def plot_diversity_grid(examples: Sequence[DiversityExample], path: str | Path) 
     for k, ax in enumerate(axes[0]):
         ax.set_title("blend" if k == 0 else f"layer {k}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
     return Path(path)
 

