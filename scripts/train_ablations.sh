@@ -25,3 +25,10 @@ run corrector-2 --set model=small-corrector                       # Table 2
 run mixed3c-2 --set model.final_endpoint=Mixed_3c                 # Table 4
 run mixed4f-2 --set model.final_endpoint=Mixed_4f                 # Table 4
 run predictor-8 --set model.num_layers=8                          # Table 2
+
+# Table 3 again after 600 more steps at lr 3e-4 (1000 in all): at 400 steps neither model separates
+# the generator's fast-moving clips, so the frozen/normal contrast cannot show.
+run corrector-4-1000 --set model=small-corrector --set model.num_layers=4 --set steps=600 --set lr=3e-4 \
+  --set lr_milestones=[] --set lr_values=[] --set init_weights="$RUNS/corrector-4"
+run corrector-4-frozen-1000 --set model=small-corrector --set model.num_layers=4 --set frozen=true --set steps=600 \
+  --set lr=3e-4 --set lr_milestones=[] --set lr_values=[] --set init_weights="$RUNS/corrector-4-frozen"
