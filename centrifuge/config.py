@@ -28,8 +28,7 @@ class TrainConfig:
         init_weights: a run folder, checkpoint or .safetensors model to start from (fine-tuning);
             ignored when the run folder already has a checkpoint to resume.
         deterministic: train in fp32 whatever ``precision`` says. Under bf16 autocast, oneDNN's
-            3D-convolution backward (PyTorch 2.13, CPU) is not bit-reproducible and now and then
-            returns a non-finite weight gradient (the step is then skipped); fp32 is exact.
+            3D-convolution backward (PyTorch 2.13, CPU) is not bit-reproducible; fp32 is exact.
     """
 
     model: str = "small"

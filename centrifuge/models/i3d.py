@@ -63,6 +63,10 @@ def _pad(x: torch.Tensor, pads: tuple[tuple[int, int], ...]) -> torch.Tensor:
     return F.pad(x, flat) if any(flat) else x
 
 
+def _smaller_than_kernel(x: torch.Tensor, kernel: tuple[int, ...]) -> bool:
+    return any(size < k for size, k in zip(x.shape[2:], kernel))
+
+
 class Unit3D(nn.Module):
     """Conv3d (no bias) → BatchNorm3d → ReLU, with 'SAME' padding."""
 
@@ -74,6 +78,15 @@ class Unit3D(nn.Module):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and _smaller_than_kernel(x, self.kernel):
+            # oneDNN's bf16 weight gradient (PyTorch 2.13, CPU) for a kernel larger than its input
+            # (Mixed_5's 3×3×3 convolutions on a 2×2×2 map) is now and then non-finite: about 3 % of
+            # training steps were skipped. These maps are tiny, so fp32 costs next to nothing.
+            with torch.autocast("cpu", enabled=False):
+                return self._convolve(x.float())
+        return self._convolve(x)
+
+    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
         pads = _padding_for(x, self.kernel, self.stride)
         if all(before == after for before, after in pads):
             # Symmetric padding goes inside the convolution: no padded copy of the input.
