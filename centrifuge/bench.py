@@ -93,12 +93,10 @@ def inference_seconds(model: torch.nn.Module, frames: int, size: int, device: to
     from .models import fold_batchnorm
 
     model = model.to(device).eval()
-    if optimised:
-        model = fold_batchnorm(model)
     clip = torch.rand(1, 3, frames, size, size, device=device)
     amp = autocast_dtype(device, "auto") if optimised else None
     if optimised:
-        model = model.to(memory_format=torch.channels_last_3d)
+        model = fold_batchnorm(model).to(memory_format=torch.channels_last_3d)
         clip = clip.contiguous(memory_format=torch.channels_last_3d)
 
     def run():

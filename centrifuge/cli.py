@@ -204,12 +204,12 @@ def _run_train_classifier(args) -> int:
         raise UserError(f"{out}: the classifier file must end in .safetensors")
     if out.exists():
         raise UserError(f"{out} exists; choose another name")
-    source = LabelledSyntheticSource(seed=args.seed) if args.data == "synthetic-classes" else video_folder(args.data)
-    num_classes = source.num_classes if args.data == "synthetic-classes" else len(source.classes)
+    synthetic = args.data == "synthetic-classes"
+    source = LabelledSyntheticSource(seed=args.seed) if synthetic else video_folder(args.data)
+    num_classes = source.num_classes if synthetic else len(source.classes)
     if num_classes < 2:
         raise UserError(f"{args.data}: needs videos in at least two class sub-folders")
     model = train_classifier(source, num_classes, args.steps, args.frames, args.size, seed=args.seed, log=print)
-    synthetic = args.data == "synthetic-classes"
     clips = LabelledClips(LabelledSyntheticSource(seed=20_000) if synthetic else source, 64, args.frames, args.size, train=False, seed=args.seed + 1)
     with torch.no_grad():
         correct = sum(int(model(clip[None]).argmax()) == label for clip, label in clips)

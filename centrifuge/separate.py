@@ -57,7 +57,7 @@ class Centrifuge:
     """
 
     def __init__(self, net: CentrifugeNet, name: str = "custom", precision: str = "auto"):
-        # BatchNorm folded into the convolutions: the same layers, 13 % faster (centrifuge bench --levers).
+        # BatchNorm folded into the convolutions: the same layers, 8-13 % faster (centrifuge bench --levers).
         self.net = fold_batchnorm(net.eval())
         self.name = name
         self.amp_dtype = autocast_dtype(self.device, precision)
