@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install browser clean
+.PHONY: demo test install browser photos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser test"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+# Optional: natural photographs from Debian's wallpaper packages for the generator, resized into
+# ~/.cache/centrifuge/photos (never into the repository). Training uses them when present and says so.
+photos: $(STAMP)
+	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mate-backgrounds plasma-workspace-wallpapers >/dev/null
+	$(BIN)/centrifuge photos --build
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q tests

@@ -108,7 +108,9 @@ def inference_seconds(model: torch.nn.Module, frames: int, size: int, device: to
     return _best_time(run, repeats=2)
 
 
-def separate_frames_per_second(height: int, num_frames: int, device: str) -> float:
+def separate_frames_per_second(height: int, num_frames: int, device: str, model_path: str | None = None) -> float:
+    """``separate`` end to end (decode, network, encode) on a generated ``height``p input, with the
+    bundled model or ``model_path``."""
     from .separate import Centrifuge, separate_file
     from .synthetic import synthetic_video
     from .video import write_video
@@ -116,7 +118,7 @@ def separate_frames_per_second(height: int, num_frames: int, device: str) -> flo
     width = (height * 16 // 9) // 2 * 2
     with tempfile.TemporaryDirectory() as tmp:
         video = write_video(Path(tmp) / f"input{height}p.mp4", synthetic_video(0, num_frames, height, width), fps=25)
-        model = Centrifuge.from_pretrained(device=device)
+        model = Centrifuge.from_pretrained(model_path, device=device)
         started = time.perf_counter()
         separate_file(model, video, Path(tmp) / "out", progress=False)
         return num_frames / (time.perf_counter() - started)
@@ -135,6 +137,46 @@ def decode_frames_per_second(num_frames: int = 64, size: int = 64) -> float:
         for s in starts:
             read_clip(path, int(s), num_frames, info=info, shortest_side=round(size * 1.15))
         return len(starts) * num_frames / (time.perf_counter() - started)
+
+
+def data_clips_per_second(device: str = "cpu", frames: int = 32, size: int = 112, clips: int = 16, quick: bool = False) -> dict:
+    """Generated clips per second at ``frames``×``size``² from the per-clip generator (today's
+    DataLoader path, one clip at a time) and from the batched generator, in the same process; on a
+    GPU the batched one runs there too."""
+    from .generator import BatchedGenerator, default_bank_size
+    from .photos import available_photos, bank_tensor
+    from .synthetic import synthetic_video
+
+    if quick:
+        frames, size, clips = 8, 32, 4
+    photos = available_photos("train")
+    bank = bank_tensor(photos, *default_bank_size(size))
+    per_clip = clips / _best_time(lambda: [synthetic_video(1000 + i, frames, size, size) for i in range(clips)], repeats=2)
+    result = {"clip": [frames, size, size], "photos": len(photos), "threads": torch.get_num_threads(), "per_clip_clips_per_s": per_clip}
+    cpu = BatchedGenerator(bank, "cpu")
+    batched = clips / _best_time(lambda: cpu.clips(range(1000, 1000 + clips), frames, size, size), repeats=2)
+    result["batched_clips_per_s"] = batched
+    result["batched_over_per_clip"] = batched / per_clip
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        gpu = BatchedGenerator(bank, dev)
+        batch = 64
+
+        def on_gpu():
+            gpu.clips(range(batch), frames, size, size)
+            torch.cuda.synchronize()
+
+        result["cuda_batched_clips_per_s"] = batch / _best_time(on_gpu, repeats=3)
+    return result
+
+
+def format_data(d: dict) -> str:
+    text = (f"data, {'x'.join(map(str, d['clip']))} clips, {d['photos']} photographs, {d['threads']} threads: per-clip generator "
+            f"{d['per_clip_clips_per_s']:.1f} clips/s, batched generator on the CPU {d['batched_clips_per_s']:.1f} clips/s "
+            f"(x{d['batched_over_per_clip']:.2f})")
+    if "cuda_batched_clips_per_s" in d:
+        text += f", batched on CUDA {d['cuda_batched_clips_per_s']:.0f} clips/s"
+    return text
 
 
 def run(device: str = "auto", quick: bool = False) -> dict:
@@ -206,9 +248,14 @@ def format_results(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(device: str = "auto", quick: bool = False, json_path: str | None = None) -> dict:
-    results = run(device, quick)
-    print(format_results(results))
+def main(device: str = "auto", quick: bool = False, json_path: str | None = None, only: str | None = None) -> dict:
+    if only == "data":
+        results = {"device": str(resolve_device(device)), "torch": torch.__version__, "data": data_clips_per_second(device, quick=quick)}
+        print(format_data(results["data"]))
+    else:
+        results = run(device, quick)
+        results["data"] = data_clips_per_second(device, quick=quick)
+        print(format_results(results) + "\n" + format_data(results["data"]))
     if json_path:
         Path(json_path).write_text(json.dumps(results, indent=2))
     return results

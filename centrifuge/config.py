@@ -29,6 +29,19 @@ class TrainConfig:
             ignored when the run folder already has a checkpoint to resume.
         deterministic: train in fp32 whatever ``precision`` says. Under bf16 autocast, oneDNN's
             3D-convolution backward (PyTorch 2.13, CPU) is not bit-reproducible; fp32 is exact.
+        pipeline: how training data is made. ``batched``: a batch at a time on the model's device
+            (the batched generator, real clips decoded once into memory); ``loader``: clip by clip
+            in DataLoader workers, streaming videos from disk (folders too big for memory);
+            ``auto``: batched when the videos fit in memory.
+        photos: the generator's photographs: ``auto`` (scikit-image's, plus the wallpaper cache of
+            ``make photos`` when present) or ``scikit-image``. Training uses their training part.
+        video_textures: also use frames of the training videos as textures (batched pipeline).
+        layer_blur / layer_dim: probability that one layer of a pair is out of focus (σ 1–5 px) /
+            dimmer (×0.4–0.9), fixed over the clip. linear_light: blend in linear light (gamma 2.2).
+        time_budget: seconds of training; when set, the learning rate warms up over the first
+            ``warmup`` share of the budget, then follows a cosine to 1 % of ``lr``, and the run
+            stops (with a checkpoint) when the budget is spent, whatever ``steps`` says.
+        checkpoint_seconds: also checkpoint whenever this many seconds have passed since the last.
     """
 
     model: str = "small"
@@ -62,6 +75,15 @@ class TrainConfig:
     max_bad_steps: int = 20
     deterministic: bool = False
     init_weights: str | None = None
+    pipeline: str = "auto"
+    photos: str = "auto"
+    video_textures: bool = True
+    layer_blur: float = 0.0
+    layer_dim: float = 0.0
+    linear_light: bool = False
+    time_budget: float | None = None
+    checkpoint_seconds: float | None = None
+    warmup: float = 0.05
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -381,6 +381,9 @@ class LayerPairs(Dataset):
         self.same_class = same_class
         self.stride = stride
         self.epoch = 0
+        if sum(len(source) for source in self.sources) < 2:
+            where = getattr(self.sources[0], "root", "the source")
+            raise VideoError(f"{where}: un-mixing needs at least two different videos, this source has one")
         if same_class:
             for source in self.sources:
                 if all(source.label(i) is None for i in range(min(len(source), 10_000))):

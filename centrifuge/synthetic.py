@@ -31,8 +31,8 @@ _PHOTO_NAMES = (
 
 
 @functools.lru_cache(maxsize=1)
-def photo_bank() -> tuple[torch.Tensor, ...]:
-    """The photographs as ``(3, H, W)`` float tensors in [0, 1], loaded once per process."""
+def named_photos() -> tuple[tuple[str, torch.Tensor], ...]:
+    """``(name, (3, H, W) float tensor in [0, 1])`` of each photograph, loaded once per process."""
     import skimage.data
 
     photos = []
@@ -44,19 +44,26 @@ def photo_bank() -> tuple[torch.Tensor, ...]:
             images = loader()
         except Exception:  # an image that needs a download in this version of scikit-image
             continue
-        for image in images if isinstance(images, tuple) else (images,):
+        images = images if isinstance(images, tuple) else (images,)
+        for k, image in enumerate(images):
             array = np.asarray(image)
-            if array.ndim != 3 and array.ndim != 2:
+            if (array.ndim != 3 and array.ndim != 2) or array.dtype != np.uint8:  # not a photograph (a disparity map)
                 continue
             if array.ndim == 2:
                 array = np.repeat(array[..., None], 3, axis=2)
             array = array[..., :3].astype(np.float32)
             if array.max() > 1.0:
                 array /= 255.0
-            photos.append(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous())
+            tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+            photos.append((name if k == 0 else f"{name}#{k}", tensor))  # #k: one of a set (a stereo pair)
     if len(photos) < 2:
         raise RuntimeError("scikit-image ships fewer than two readable sample photographs")
     return tuple(photos)
+
+
+def photo_bank() -> tuple[torch.Tensor, ...]:
+    """The photographs as ``(3, H, W)`` float tensors in [0, 1], loaded once per process."""
+    return tuple(photo for _, photo in named_photos())
 
 
 @dataclass(frozen=True)
@@ -96,15 +103,20 @@ def _apply_affines(grid: torch.Tensor, matrices: np.ndarray) -> torch.Tensor:
     return torch.einsum("thwk,tjk->thwj", grid, m)
 
 
-def _smooth_path(rng: np.random.Generator, num_frames: int, scale: float, knots: int = 4) -> np.ndarray:
-    """A smooth random 1-D trajectory (a few random knots, cubic-interpolated), zero at t=0."""
-    xs = np.linspace(0, 1, knots)
-    ys = rng.normal(0.0, scale, size=knots)
-    ys -= ys[0]
-    t = np.linspace(0, 1, num_frames)
+@functools.lru_cache(maxsize=64)
+def _spline_basis(num_frames: int, knots: int) -> np.ndarray:
+    """``(num_frames, knots)``: a cubic spline through ``knots`` evenly spaced values, sampled at
+    ``num_frames`` times, is this matrix times the values (the spline is linear in them)."""
     from scipy.interpolate import CubicSpline
 
-    return CubicSpline(xs, ys)(t)
+    return CubicSpline(np.linspace(0, 1, knots), np.eye(knots))(np.linspace(0, 1, num_frames))
+
+
+def _smooth_path(rng: np.random.Generator, num_frames: int, scale: float, knots: int = 4) -> np.ndarray:
+    """A smooth random 1-D trajectory (a few random knots, cubic-interpolated), zero at t=0."""
+    ys = rng.normal(0.0, scale, size=knots)
+    ys -= ys[0]
+    return _spline_basis(num_frames, knots) @ ys
 
 
 def _warp_field(rng: np.random.Generator, num_frames: int, height: int, width: int, strength: float) -> torch.Tensor:
@@ -188,13 +200,19 @@ def _camera_matrices(rng, num_frames, height, width, photo_hw, config) -> np.nda
     centre_x = pw / 2 + rng.uniform(-0.2, 0.2) * pw + pan_speed * math.cos(direction) * (t - 0.5) + _smooth_path(rng, num_frames, 0.03 * crop_w, knots=8)
     centre_y = ph / 2 + rng.uniform(-0.2, 0.2) * ph + pan_speed * math.sin(direction) * (t - 0.5) + _smooth_path(rng, num_frames, 0.03 * crop_w, knots=8)
     flip = -1.0 if rng.random() < 0.5 else 1.0
+    scale = base_scale * np.exp(zoom)
+    linear = _rotation_scales(roll, scale * flip, scale)  # (T, 2, 2)
+    centre = np.stack([centre_x, centre_y], axis=-1)
     matrices = np.zeros((num_frames, 2, 3))
-    for i in range(num_frames):
-        scale = base_scale * math.exp(zoom[i])
-        linear = _rotation_scale(roll[i], scale * flip, scale)
-        matrices[i, :, :2] = linear
-        matrices[i, :, 2] = np.array([centre_x[i], centre_y[i]]) - linear @ np.array([width / 2, height / 2])
+    matrices[:, :, :2] = linear
+    matrices[:, :, 2] = centre - linear @ np.array([width / 2, height / 2])
     return matrices
+
+
+def _rotation_scales(angle: np.ndarray, scale_x: np.ndarray, scale_y: np.ndarray) -> np.ndarray:
+    """``(T, 2, 2)``: :func:`_rotation_scale` for every frame at once."""
+    c, s = np.cos(angle), np.sin(angle)
+    return np.stack([np.stack([c * scale_x, -s * scale_y], -1), np.stack([s * scale_x, c * scale_y], -1)], -2)
 
 
 def _sprite_matrices(rng, num_frames, height, width, config) -> np.ndarray:
@@ -210,13 +228,14 @@ def _sprite_matrices(rng, num_frames, height, width, config) -> np.ndarray:
     position_y = start[1] + speed * math.sin(direction) * t + _smooth_path(rng, num_frames, 0.1 * height)
     angle = rng.uniform(0, 2 * math.pi) + rng.uniform(-1.5, 1.5) * t
     scale = np.exp(rng.uniform(-0.4, 0.4) * t)
+    # inverse of: local → pixels = R(angle) · S(radius·aspect, radius/aspect) · local + position,
+    # which is S⁻¹ · R(−angle) · (pixels − position)
+    c, s = np.cos(angle), np.sin(angle)
+    sx, sy = radius * aspect * scale, radius / aspect * scale
+    inverse = np.stack([np.stack([c / sx, s / sx], -1), np.stack([-s / sy, c / sy], -1)], -2)  # (T, 2, 2)
     matrices = np.zeros((num_frames, 2, 3))
-    for i in range(num_frames):
-        # inverse of: local → pixels = R(angle) · S(radius·aspect, radius/aspect) · local + position
-        forward = _rotation_scale(angle[i], radius * aspect * scale[i], radius / aspect * scale[i])
-        inverse = np.linalg.inv(forward)
-        matrices[i, :, :2] = inverse
-        matrices[i, :, 2] = -inverse @ np.array([position_x[i], position_y[i]])
+    matrices[:, :, :2] = inverse
+    matrices[:, :, 2] = -np.einsum("tij,tj->ti", inverse, np.stack([position_x, position_y], -1))
     return matrices
 
 

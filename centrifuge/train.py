@@ -3,9 +3,13 @@
 Semantics that stay the same whatever the number of processes:
 
 - the batch size is global: with W processes each takes ``batch_size / W`` of the same global batch
-  the single-process run would see (``StepSampler``), and BatchNorm is synchronised;
+  the single-process run would see (``StepSampler``, :class:`~centrifuge.batched.StepBatches`),
+  α included; on CUDA BatchNorm is synchronised (SyncBatchNorm). PyTorch has no SyncBatchNorm on
+  the CPU: under gloo each process normalises with its own slice's statistics, and the running
+  statistics saved are rank 0's;
 - the data at step s is a pure function of ``(seed, s)``, so a resumed run sees exactly the clips an
-  uninterrupted one would; the learning rate is a pure function of the optimizer's step count.
+  uninterrupted one would; the learning rate is a pure function of the iteration (skipped steps
+  count), or of the training time spent with a ``time_budget``.
 
 A non-finite loss or gradient skips the step on every rank together; ``max_bad_steps`` in a row stop
 the run. SIGTERM and Ctrl-C finish the current step, write a checkpoint and exit with 143 / 130.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -22,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,7 +38,10 @@ from . import __version__
 from .checkpoint import MODEL_FILE, CheckpointError, STATE_FILE, latest_valid_checkpoint, load_state, load_weights, read_meta, save_checkpoint
 from .config import TrainConfig
 from .data import LayerPairs, SyntheticSource, VideoFolder, blend_layers, sample_alpha
+from .generator import BatchedGenerator, default_bank_size
+from .photos import available_photos, bank_tensor, describe, video_textures
 from .video import find_videos
+from .batched import BatchedPairs, ClipBank, LayerKinds, StepBatches, blend_linear_light
 from .devices import autocast_dtype, resolve_device, use_channels_last
 from .losses import identity_outputs, pit_loss
 from .models import CentrifugeNet, ModelConfig, build_model
@@ -121,29 +129,130 @@ def video_folder(spec: str) -> VideoFolder:
     return VideoFolder(root, files=files)
 
 
-def _training_sources(config: TrainConfig, seed: int):
-    if config.data == "synthetic":
+# In-memory banks of decoded training videos up to this size (bytes); larger folders stream from disk.
+BANK_BUDGET = {"cpu": 2 * 2**30, "cuda": 16 * 2**30}
+
+
+def _training_folder(spec: str) -> VideoFolder:
+    folder = video_folder(spec)
+    if len(folder) < 2:
+        raise TrainingError(f"{spec}: un-mixing needs at least two different videos, this source has {len(folder)}")
+    return folder
+
+
+def _training_sources(config: TrainConfig, seed: int, folder: VideoFolder | None):
+    if folder is None:
         return [SyntheticSource(seed=seed)], None
-    folder = video_folder(config.data)
     if config.synthetic_fraction > 0:
         f = config.synthetic_fraction
         return [folder, SyntheticSource(seed=seed)], [1 - f, f]
     return [folder], None
 
 
+def _validation_set(config: TrainConfig, frozen: tuple[bool, bool], data_device: torch.device, batched: bool):
+    """Fixed held-back blends: the ``val_data`` videos, else generated clips of the held-back photographs."""
+    if config.val_data:
+        return LayerPairs([video_folder(config.val_data)], length=config.val_clips, num_frames=config.num_frames,
+                          crop_size=config.crop_size, train=False, seed=config.seed + 1, frozen=frozen)
+    if not batched:  # a generator seed the training stream never uses
+        return LayerPairs([SyntheticSource(seed=10_000 + config.seed)], length=config.val_clips, num_frames=config.num_frames,
+                          crop_size=config.crop_size, train=False, seed=config.seed + 1, frozen=frozen)
+    photos = available_photos("held-back", wallpapers=config.photos == "auto")
+    generator = BatchedGenerator(bank_tensor(photos, *default_bank_size(config.crop_size)), data_device, seed=10_000 + config.seed)
+    pairs = BatchedPairs(generator, None, 0.0, config.num_frames, config.crop_size, seed=config.seed + 1, frozen=frozen, train=False)
+    layers = pairs.examples(range(config.val_clips))["layers"].cpu()
+    return [{"layers": layers[i]} for i in range(len(layers))]
+
+
 def build_datasets(config: TrainConfig) -> tuple[LayerPairs, LayerPairs]:
-    """The training stream and the fixed validation set (held-back clips, centre crops)."""
-    sources, weights = _training_sources(config, config.seed)
+    """The clip-by-clip training stream (``pipeline=loader``) and its fixed validation set."""
+    folder = None if config.data == "synthetic" else _training_folder(config.data)
+    sources, weights = _training_sources(config, config.seed, folder)
     frozen = (config.frozen, config.frozen)
     train = LayerPairs(sources, length=1_000_000, num_frames=config.num_frames, crop_size=config.crop_size,
                        train=True, seed=config.seed, weights=weights, frozen=frozen)
-    if config.val_data:
-        val_sources, val_weights = [video_folder(config.val_data)], None
-    else:  # a generator seed the training stream never uses
-        val_sources, val_weights = [SyntheticSource(seed=10_000 + config.seed)], None
-    val = LayerPairs(val_sources, length=config.val_clips, num_frames=config.num_frames, crop_size=config.crop_size,
-                     train=False, seed=config.seed + 1, weights=val_weights, frozen=frozen)
-    return train, val
+    return train, _validation_set(config, frozen, torch.device("cpu"), batched=False)
+
+
+@dataclass
+class TrainingData:
+    batches: object  # an iterable of this process's batches, one per step: {"layers", and "alpha" when drawn}
+    validation: object  # a sequence of {"layers": (2, 3, T, H, W)}
+    description: str
+    pipeline: str
+    training_files: list[dict] = field(default_factory=list)
+
+
+def choose_pipeline(config: TrainConfig, folder: VideoFolder | None, device: torch.device) -> str:
+    """``batched`` unless asked otherwise or the videos do not fit the in-memory budget."""
+    if config.pipeline not in ("auto", "batched", "loader"):
+        raise TrainingError(f"pipeline must be auto, batched or loader, not {config.pipeline!r}")
+    if config.pipeline != "auto":
+        return config.pipeline
+    if folder is None or config.synthetic_fraction >= 1:
+        return "batched"
+    return "batched" if ClipBank.estimate_bytes(folder, config.crop_size) <= BANK_BUDGET.get(device.type, BANK_BUDGET["cpu"]) else "loader"
+
+
+def _file_record(path: str) -> dict:
+    resolved = Path(path).resolve()
+    return {"path": str(resolved), "size": resolved.stat().st_size}
+
+
+def _keep(item):
+    """A DataLoader collate that leaves a :class:`~centrifuge.batched.BatchPlan` as it is."""
+    return item
+
+
+def make_batched_pairs(config: TrainConfig, folder: VideoFolder | None, data_device: torch.device) -> tuple[BatchedPairs, str]:
+    """The batched training stream of ``config`` on ``data_device``, and a line saying what it holds."""
+    real_share = 0.0 if folder is None else 1.0 - config.synthetic_fraction
+    bank = ClipBank(folder, config.crop_size, data_device) if folder is not None and real_share > 0 else None
+    generator, parts = None, []
+    if bank is not None:
+        parts.append(f"{len(bank)} real videos held in memory ({real_share:.0%} of layers)")
+    if real_share < 1:
+        photos = available_photos("train", wallpapers=config.photos == "auto")
+        if bank is not None and config.video_textures:
+            photos += video_textures(bank.decoded)
+        generator = BatchedGenerator(bank_tensor(photos, *default_bank_size(config.crop_size)), data_device, seed=config.seed)
+        parts.append(f"generated clips of {len(photos)} training photographs ({describe(photos)})")
+    kinds = LayerKinds(alpha=tuple(config.alpha) if isinstance(config.alpha, list) else config.alpha, blur=config.layer_blur,
+                       dim=config.layer_dim, linear_light=config.linear_light)
+    pairs = BatchedPairs(generator, bank, real_share, config.num_frames, config.crop_size, seed=config.seed, kinds=kinds,
+                         frozen=(config.frozen, config.frozen))
+    return pairs, f"batched pipeline on {data_device.type}: " + " + ".join(parts)
+
+
+def build_training_data(config: TrainConfig, device: torch.device, ddp: "Distributed", start_step: int, end_step: int) -> TrainingData:
+    """The training batches of steps ``[start_step, end_step)`` for this process, and the validation set."""
+    folder = None if config.data == "synthetic" else _training_folder(config.data)
+    files = [_file_record(v.path) for v in folder.videos] if folder is not None else []
+    pipeline = choose_pipeline(config, folder, device)
+    frozen = (config.frozen, config.frozen)
+    if pipeline == "loader":
+        train_set, val_set = build_datasets(config)
+        sampler = StepSampler(config.batch_size, start_step, end_step, ddp.rank, ddp.world_size)
+        loader = DataLoader(train_set, batch_size=sampler.local_batch, sampler=sampler, num_workers=config.workers,
+                            persistent_workers=False, prefetch_factor=4 if config.workers else None, pin_memory=device.type == "cuda")
+        what = "videos streamed from disk clip by clip" + (f" (+{config.synthetic_fraction:.0%} generated clips)" if folder and config.synthetic_fraction else "")
+        return TrainingData(loader, val_set, f"loader pipeline: {what}", pipeline, files)
+
+    data_device = device if device.type == "cuda" else torch.device("cpu")
+    pairs, text = make_batched_pairs(config, folder, data_device)
+    if config.batch_size % ddp.world_size:
+        raise TrainingError(f"batch_size {config.batch_size} is not divisible by the {ddp.world_size} processes")
+    on_gpu = device.type == "cuda"
+    steps = StepBatches(pairs.planner() if on_gpu else pairs, config.batch_size, ddp.rank, ddp.world_size, plans_only=on_gpu)
+    order = range(start_step, end_step)  # lazy: a time-budgeted run may name a huge step count
+    if config.workers == 0:
+        batches = (steps[s] for s in order)
+    else:  # CPU workers plan (GPU) or make (CPU) the next batches while the model trains
+        batches = DataLoader(steps, batch_size=None, sampler=order, num_workers=config.workers, persistent_workers=False,
+                             prefetch_factor=4 if on_gpu else 2, collate_fn=_keep if on_gpu else None)
+    if on_gpu:
+        batches = (pairs.render(plan) for plan in batches)
+    return TrainingData(batches, _validation_set(config, frozen, data_device, batched=True), text, pipeline, files)
 
 
 # --------------------------------------------------------------------------- optimisation
@@ -160,21 +269,34 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     raise TrainingError(f"unknown optimizer {config.optimizer!r}; choose sgd, adam or adamw")
 
 
-def learning_rate(config: TrainConfig, optimizer_steps: int) -> float:
-    """Piecewise constant: ``lr`` until the first milestone, then ``lr_values[i]`` (section 4)."""
+def learning_rate(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+    """The learning rate at iteration ``step`` (skipped steps count: the schedule follows the
+    iteration counter, so a skipped non-finite step shifts nothing).
+
+    Without a time budget: piecewise constant, ``lr`` until the first milestone, then
+    ``lr_values[i]`` (section 4). With ``time_budget``: a linear warm-up over the first ``warmup``
+    share of the budget, then a cosine from ``lr`` to 1 % of it at ``elapsed == time_budget``.
+    """
+    if config.time_budget:
+        progress = min(1.0, max(0.0, elapsed / config.time_budget))
+        if config.warmup > 0 and progress < config.warmup:
+            return config.lr * (0.1 + 0.9 * progress / config.warmup)
+        rest = (progress - config.warmup) / max(1e-9, 1 - config.warmup)
+        return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * rest)))
     lr = config.lr
     for milestone, value in zip(config.lr_milestones, config.lr_values):
-        if optimizer_steps >= milestone:
+        if step >= milestone:
             lr = value
     return lr
 
 
 @dataclass
 class StepResult:
-    loss: float
+    loss: float  # the PIT reconstruction loss (Eq. 2), comparable with ``identity``
     identity: float
     applied: bool
     problem: str = ""  # what was non-finite when the step was skipped
+    objective: float = float("nan")  # what was minimised: ``loss`` plus any recomposition / diversity term
 
 
 def _non_finite_parts(loss: torch.Tensor, model: torch.nn.Module) -> str:
@@ -213,7 +335,7 @@ def train_step(
         layers: ``(B, 2, 3, T, H, W)`` on the model's device.
         alpha: ``(B,)``.
     """
-    blend = blend_layers(layers, alpha)
+    blend = blend_linear_light(layers, alpha) if config.linear_light else blend_layers(layers, alpha)
     device_type = layers.device.type
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         outputs = model(blend)
@@ -229,7 +351,8 @@ def train_step(
     with torch.no_grad():
         identity = pit_loss(identity_outputs(blend), layers).loss
     problem = "" if applied else _non_finite_parts(result.loss.detach(), model)
-    return StepResult(loss=float(result.loss.detach()), identity=float(identity), applied=applied, problem=problem)
+    return StepResult(loss=float(result.per_example.detach().mean()), identity=float(identity), applied=applied, problem=problem,
+                      objective=float(result.loss.detach()))
 
 
 @torch.no_grad()
@@ -257,8 +380,10 @@ def validate(model: torch.nn.Module, dataset: LayerPairs, device: torch.device, 
 class TrainResult:
     run_dir: Path
     step: int
-    losses: list[float] = field(default_factory=list)  # training loss of every step this call ran
+    losses: list[float] = field(default_factory=list)  # PIT loss of every step this call ran
     identities: list[float] = field(default_factory=list)
+    objectives: list[float] = field(default_factory=list)  # the minimised loss (PIT plus any extra terms)
+    learning_rates: list[float] = field(default_factory=list)  # applied at each step
     skipped_steps: int = 0
     validation: list[dict] = field(default_factory=list)
     checkpoint: Path | None = None
@@ -309,9 +434,11 @@ def _check_run_folder(run_dir: Path, config: TrainConfig) -> None:
     saved = run_dir / "config.json"
     if not saved.exists():
         return
-    previous = json.loads(saved.read_text())
+    # Options added in later versions take their default in a run folder written before them.
+    previous = {**TrainConfig().to_dict(), **json.loads(saved.read_text())}
     # Steps, logging and worker counts may change on resume; what defines the run may not.
-    free = {"steps", "workers", "log_every", "val_every", "checkpoint_every", "keep_checkpoints", "precision", "max_bad_steps", "deterministic"}
+    free = {"steps", "workers", "log_every", "val_every", "checkpoint_every", "keep_checkpoints", "precision", "max_bad_steps",
+            "deterministic", "time_budget", "checkpoint_seconds"}
     differing = sorted(k for k in set(previous) | set(config.to_dict()) if k not in free and previous.get(k) != config.to_dict().get(k))
     if differing:
         raise TrainingError(f"{run_dir} holds a run with different settings ({', '.join(differing)}); "
@@ -325,10 +452,13 @@ def train(
     resume: bool = True,
     progress: bool = True,
     max_steps_this_call: int | None = None,
+    on_checkpoint: Callable[[Path, dict], None] | None = None,
 ) -> TrainResult:
     """Train (or resume) a run in ``run_dir``; returns what happened. See the module docstring.
 
     ``max_steps_this_call`` stops early after that many steps (with a checkpoint), as if interrupted.
+    ``on_checkpoint(path, progress)`` is called on the main process after every checkpoint (the GPU
+    script exports the model from it, so a run cut short still leaves one).
     With ``config.deterministic`` the run is bit-reproducible on CPU (fp32, no bf16 autocast).
     """
     run_dir = Path(run_dir)
@@ -339,6 +469,8 @@ def train(
         torch.cuda.set_device(torch_device)
     amp_dtype = autocast_dtype(torch_device, "fp32" if config.deterministic else config.precision)
     channels_last = use_channels_last(torch_device, amp_dtype)
+    if torch_device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed clip sizes: let cuDNN pick its fastest 3D convolutions
 
     if ddp.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -351,13 +483,14 @@ def train(
     random.seed(config.seed)
     model: torch.nn.Module = CentrifugeNet(model_config_for(config))
     optimizer = make_optimizer(model, config)
-    step, optimizer_steps, skipped_total = 0, 0, 0
+    step, optimizer_steps, skipped_total, elapsed = 0, 0, 0, 0.0
     resumed_from = latest_valid_checkpoint(run_dir / "checkpoints") if resume else None
     if resumed_from is not None:
         model.load_state_dict(load_weights(resumed_from / MODEL_FILE))
         state = load_state(resumed_from / STATE_FILE)
         optimizer.load_state_dict(state["optimizer"])
         step, optimizer_steps, skipped_total = int(state["step"]), int(state["optimizer_steps"]), int(state["skipped_steps"])
+        elapsed = float(state.get("train_seconds", 0.0))
         _set_rng_state(state["rng"])
         if ddp.is_main:
             log.info("resuming %s from step %d", run_dir, step)
@@ -372,39 +505,83 @@ def train(
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if torch_device.type == "cuda" else model
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
 
-    train_set, val_set = build_datasets(config)
     end_step = config.steps if max_steps_this_call is None else min(config.steps, step + max_steps_this_call)
-    sampler = StepSampler(config.batch_size, step, end_step, ddp.rank, ddp.world_size)
-    loader = DataLoader(train_set, batch_size=sampler.local_batch, sampler=sampler, num_workers=config.workers,
-                        persistent_workers=False, prefetch_factor=4 if config.workers else None, pin_memory=torch_device.type == "cuda")
-
+    data = build_training_data(config, torch_device, ddp, step, end_step)
+    val_set = data.validation
     meta = {"version": __version__, "model_config": model_config_for(config).to_dict(), "train_config": config.to_dict()}
+    if ddp.is_main:
+        log.info("training data: %s", data.description)
+        if not config.val_data:
+            log.info("validating on generated clips of the held-back photographs (no --val-data given)")
+        _record_training_files(run_dir, data)
     result = TrainResult(run_dir=run_dir, step=step)
     writer = _summary_writer(run_dir) if ddp.is_main else None
     bar = _progress_bar(progress and ddp.is_main, step, config.steps)
     consecutive_bad, started, clips_done = 0, time.time(), 0
     metrics_file = open(run_dir / "metrics.jsonl", "a") if ddp.is_main else None
+    global_alpha = tuple(config.alpha) if isinstance(config.alpha, list) else config.alpha
+    waited, stepped = 0.0, 0.0  # seconds spent waiting for data / in the model step, this call
+
+    def validate_and_log() -> None:
+        if ddp.is_main:
+            val = validate(model, val_set, torch_device, amp_dtype)
+            val["step"] = step
+            result.validation.append(val)
+            metrics_file.write(json.dumps({"step": step, "val": val}) + "\n")
+            metrics_file.flush()
+            if writer is not None:
+                for key in ("loss", "identity", "ratio"):
+                    writer.add_scalar(f"val/{key}", val[key], step)
+                _log_images(writer, model, val_set, torch_device, step)
+            if bar is not None:
+                bar.write(f"step {step}: validation loss {val['loss']:.4f}, identity {val['identity']:.4f}, ratio {val['ratio']:.3f}")
+        if ddp.enabled:
+            dist.barrier()
+
+    last_checkpoint = time.time()
 
     def checkpoint_now() -> Path | None:
+        nonlocal last_checkpoint
+        last_checkpoint = time.time()
         state = {"optimizer": optimizer.state_dict(), "step": step, "optimizer_steps": optimizer_steps,
-                 "skipped_steps": skipped_total, "rng": _rng_state()}
+                 "skipped_steps": skipped_total, "rng": _rng_state(), "train_seconds": elapsed}
         path = None
         if ddp.is_main:
             path = save_checkpoint(run_dir / "checkpoints", step, model, meta, state, keep=config.keep_checkpoints, protect=resumed_from)
         if ddp.enabled:
             dist.barrier()
+        if on_checkpoint is not None and path is not None:
+            on_checkpoint(path, {"step": step, "train_seconds": elapsed, "losses": result.losses, "identities": result.identities,
+                                 "validation": result.validation, "clips_per_s": clips_done / max(waited + stepped, 1e-9),
+                                 "data_wait_share": waited / max(waited + stepped, 1e-9)})
         return path
 
     try:
         with _SignalFlag() as signals:
             train_model.train()
-            for batch in loader:
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, optimizer_steps)
+            batches = iter(data.batches)
+            while step < end_step:
+                if config.time_budget and _budget_spent(elapsed, config.time_budget, ddp):
+                    break
+                tick = time.perf_counter()
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
                 layers = batch["layers"].to(torch_device, non_blocking=True)
-                alpha = sample_alpha(layers.shape[0], tuple(config.alpha) if isinstance(config.alpha, list) else config.alpha,
-                                     torch.Generator().manual_seed(config.seed * 1_000_003 + step * 64 + ddp.rank)).to(torch_device)
+                if "alpha" in batch:
+                    alpha = batch["alpha"].to(torch_device)
+                else:  # the α of this process's slice of the one global batch
+                    alpha = sample_alpha(config.batch_size, global_alpha, torch.Generator().manual_seed(config.seed * 1_000_003 + step))
+                    alpha = alpha[ddp.rank * layers.shape[0] : (ddp.rank + 1) * layers.shape[0]].to(torch_device)
+                got_data = time.perf_counter()
+                lr = learning_rate(config, step, elapsed)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 outcome = train_step(train_model, optimizer, layers, alpha, config, amp_dtype, ddp)
+                done = time.perf_counter()
+                waited, stepped = waited + got_data - tick, stepped + done - got_data
+                elapsed += done - tick
                 step += 1
                 clips_done += config.batch_size
                 result.losses.append(outcome.loss)
@@ -420,41 +597,37 @@ def train(
                     if consecutive_bad >= config.max_bad_steps:
                         raise TrainingError(f"{consecutive_bad} non-finite steps in a row at step {step}; stopping. "
                                             f"The last good checkpoint is in {run_dir / 'checkpoints'}; lower the learning rate.")
+                result.objectives.append(outcome.objective)
+                result.learning_rates.append(lr)
                 if bar is not None:
                     rate = clips_done / max(time.time() - started, 1e-9)
                     bar.update(1)
                     bar.set_postfix(loss=f"{outcome.loss:.4f}", identity=f"{outcome.identity:.4f}", clips_s=f"{rate:.1f}")
                 if ddp.is_main and (step % config.log_every == 0 or step == end_step):
-                    window = result.losses[-config.log_every:]
-                    record = {"step": step, "loss": float(np.mean(window)), "identity": float(np.mean(result.identities[-config.log_every:])),
-                              "lr": learning_rate(config, optimizer_steps), "skipped": skipped_total, "time": time.time()}
+                    n = config.log_every
+                    loss, identity = float(np.mean(result.losses[-n:])), float(np.mean(result.identities[-n:]))
+                    record = {"step": step, "loss": loss, "identity": identity, "ratio": loss / identity,
+                              "objective": float(np.mean(result.objectives[-n:])), "lr": lr,
+                              "skipped": skipped_total, "time": time.time(), "train_seconds": elapsed,
+                              "clips_per_s": clips_done / max(waited + stepped, 1e-9), "data_wait_share": waited / max(waited + stepped, 1e-9)}
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
                     if writer is not None:
-                        writer.add_scalar("train/loss", record["loss"], step)
-                        writer.add_scalar("train/identity", record["identity"], step)
-                        writer.add_scalar("train/lr", record["lr"], step)
+                        for key in ("loss", "identity", "ratio", "objective", "lr"):
+                            writer.add_scalar(f"train/{key}", record[key], step)
                 if step % config.val_every == 0 or step == config.steps:
-                    if ddp.is_main:
-                        val = validate(model, val_set, torch_device, amp_dtype)
-                        val["step"] = step
-                        result.validation.append(val)
-                        metrics_file.write(json.dumps({"step": step, "val": val}) + "\n")
-                        metrics_file.flush()
-                        if writer is not None:
-                            for key in ("loss", "identity", "ratio"):
-                                writer.add_scalar(f"val/{key}", val[key], step)
-                            _log_images(writer, model, val_set, torch_device, step)
-                        if bar is not None:
-                            bar.write(f"step {step}: validation loss {val['loss']:.4f}, identity {val['identity']:.4f}, ratio {val['ratio']:.3f}")
-                    if ddp.enabled:
-                        dist.barrier()
-                if step % config.checkpoint_every == 0 or step == end_step:
+                    validate_and_log()
+                due = config.checkpoint_seconds and time.time() - last_checkpoint >= config.checkpoint_seconds
+                if step % config.checkpoint_every == 0 or step == end_step or _agree(bool(due), ddp):
                     result.checkpoint = checkpoint_now()
                 if signals.code is not None:
                     if step % config.checkpoint_every != 0 and step != end_step:
                         result.checkpoint = checkpoint_now()
                     raise Interrupted(signals.code, result.checkpoint)
+            if step < end_step and step > result.step:  # the time budget ended the run: keep its last step
+                if not result.validation or result.validation[-1]["step"] != step:
+                    validate_and_log()
+                result.checkpoint = checkpoint_now()
     finally:
         if bar is not None:
             bar.close()
@@ -464,6 +637,31 @@ def train(
             metrics_file.close()
     result.step = step
     return result
+
+
+def _agree(flag: bool, ddp: Distributed) -> bool:
+    """True on every rank when it is true on any (ranks must checkpoint and stop together)."""
+    if not ddp.enabled:
+        return flag
+    value = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def _budget_spent(elapsed: float, budget: float, ddp: Distributed) -> bool:
+    return _agree(elapsed >= budget, ddp)
+
+
+def _record_training_files(run_dir: Path, data: TrainingData) -> None:
+    """``training_files.json``: the video files this run trains on (resolved paths and sizes), so that
+    ``centrifuge evaluate`` can warn when a benchmark overlaps them."""
+    path = run_dir / "training_files.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = []
+    merged = {f["path"]: f for f in known + data.training_files}
+    path.write_text(json.dumps(list(merged.values()), indent=2))
 
 
 def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -554,4 +752,9 @@ def export_model(source: str | os.PathLike, destination: str | os.PathLike, half
     info = {"version": __version__, "model_config": model.config.to_dict(), "train_config": meta.get("train_config"),
             "step": meta.get("step"), "dtype": "float16" if half else "float32", **(extra or {})}
     destination.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    record = (source if source.is_dir() else source.parent) / "training_files.json"
+    if not record.is_file():
+        record = source.parent.parent / "training_files.json"  # a checkpoint folder inside a run
+    if record.is_file():  # what it trained on travels with the model (evaluate warns on overlap)
+        destination.with_suffix(".training_files.json").write_text(record.read_text())
     return destination

@@ -3,6 +3,7 @@ behaviour test that a few hundred steps on the embedded data beat the identity b
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -54,7 +55,7 @@ def test_a_run_folder_refuses_a_different_configuration(tmp_path):
         train(quick_config("steps=2", "lr=0.5"), tmp_path / "run", progress=False)
 
 
-def test_learning_rate_is_piecewise_constant_in_optimizer_steps():
+def test_learning_rate_is_piecewise_constant_in_iterations():
     config = make_config("paper")
     assert learning_rate(config, 0) == 0.1
     assert learning_rate(config, 99_999) == 0.1
@@ -144,18 +145,23 @@ def test_a_non_finite_loss_skips_the_step_and_leaves_parameters_unchanged():
     assert not optimizer.state  # Adam took no step
 
 
-def test_too_many_non_finite_steps_stop_the_run_with_the_last_checkpoint_intact(tmp_path, monkeypatch):
+def poison_training_losses(monkeypatch, bad) -> None:
+    """Make the training loss of the n-th step (1-based) NaN wherever ``bad(n)`` holds."""
     real_pit_loss = train_module.pit_loss
     calls = {"n": 0}
 
-    def poisoned_after_two_steps(outputs, *args, **kwargs):
+    def poisoned(outputs, *args, **kwargs):
         if outputs.requires_grad:
             calls["n"] += 1
-            if calls["n"] > 2:
+            if bad(calls["n"]):
                 outputs = outputs * float("nan")
         return real_pit_loss(outputs, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "pit_loss", poisoned_after_two_steps)
+    monkeypatch.setattr(train_module, "pit_loss", poisoned)
+
+
+def test_too_many_non_finite_steps_stop_the_run_with_the_last_checkpoint_intact(tmp_path, monkeypatch):
+    poison_training_losses(monkeypatch, lambda n: n > 2)
     run = tmp_path / "run"
     with pytest.raises(TrainingError, match="3 non-finite steps in a row at step 5"):
         train(quick_config("steps=20", "max_bad_steps=3", "checkpoint_every=2"), run, progress=False)
@@ -174,14 +180,88 @@ def test_too_many_non_finite_steps_stop_the_run_with_the_last_checkpoint_intact(
 
 @pytest.mark.slow
 def test_a_few_hundred_steps_on_the_embedded_data_beat_the_identity_baseline(tmp_path):
-    """The tiny preset (300 steps) must separate held-back synthetic blends clearly better than
-    returning the blend twice. fp32 (deterministic=true), so the figures repeat exactly: measured
-    validation ratio 0.923 / 0.913 / 0.916 at steps 100 / 200 / 300, training loss 0.95 of the
-    identity's over the last 30 steps. The embedded data is hard: a model this small gains ~8 %."""
+    """The tiny preset (300 steps, fp32 so the figures repeat) must lower the training loss and
+    separate fresh generated blends better than returning the blend twice. Measured: training loss
+    0.947 of the identity's over the last 30 steps; on unseen clips of the training photographs
+    ratio 0.944; on the held-back photographs (validation) 0.989: a model this small learns
+    little that carries to photographs it never saw."""
+    from centrifuge.batched import BatchedPairs
+    from centrifuge.evaluate import score_model
+    from centrifuge.generator import BatchedGenerator, default_bank_size
+    from centrifuge.photos import available_photos, bank_tensor
+
     result = train(make_config("tiny", overrides=["deterministic=true"]), tmp_path / "run", progress=False)
-    first, last = result.validation[0], result.validation[-1]
     assert result.step == 300 and result.skipped_steps == 0
-    assert last["ratio"] < 0.95, result.validation
-    assert last["loss"] < first["loss"]
+    early = sum(result.losses[:30]) / 30
     late, late_identity = sum(result.losses[-30:]) / 30, sum(result.identities[-30:]) / 30
-    assert late < 0.98 * late_identity, (late, late_identity)
+    assert late < 0.97 * late_identity and late < 0.8 * early, (early, late, late_identity)  # measured 0.947, 0.67
+    assert result.validation[-1]["ratio"] < 1.0, result.validation
+    fresh = BatchedPairs(BatchedGenerator(bank_tensor(available_photos("train"), *default_bank_size(32)), seed=777), None, 0.0, 8, 32,
+                         seed=777, train=False).examples(range(16))["layers"]
+    row = score_model(load_trained_model(tmp_path / "run"), "tiny", fresh)
+    assert row.ratio < 0.98, row
+
+
+# --------------------------------------------------------------------------- schedule, budget, what is logged
+
+
+def test_the_schedule_follows_the_iteration_so_a_skipped_step_shifts_no_milestone(tmp_path, monkeypatch):
+    poison_training_losses(monkeypatch, lambda n: n == 2)
+    result = train(quick_config("steps=5", "lr=0.01", "lr_milestones=[3]", "lr_values=[0.001]"), tmp_path / "run", progress=False)
+    assert result.skipped_steps == 1
+    assert result.learning_rates == [0.01, 0.01, 0.01, 0.001, 0.001]  # iterations 3 and 4, skipped step or not
+
+
+def test_a_time_budget_warms_up_decays_stops_and_checkpoints(tmp_path):
+    config = quick_config("steps=100000", "time_budget=4", "warmup=0.25", "lr=0.01")
+    assert learning_rate(config, 0, 0.0) == pytest.approx(0.001)  # warm-up starts at a tenth
+    assert learning_rate(config, 0, 1.0) == pytest.approx(0.01)
+    assert learning_rate(config, 0, 2.5) == pytest.approx(0.01 * (0.01 + 0.99 * 0.5))
+    assert learning_rate(config, 0, 4.0) == pytest.approx(0.0001)
+    result = train(config, tmp_path / "run", progress=False)
+    assert 0 < result.step < 100000
+    assert result.checkpoint is not None and result.checkpoint.name == f"step_{result.step:08d}"
+    assert result.validation and result.validation[-1]["step"] == result.step
+    assert result.learning_rates[0] < result.learning_rates[len(result.learning_rates) // 3] > result.learning_rates[-1]
+    state = load_state(result.checkpoint / ckpt.STATE_FILE)
+    assert state["train_seconds"] >= 4.0
+    again = train(config, tmp_path / "run", progress=False)  # the budget is spent: nothing more to do
+    assert again.step == result.step and not again.losses
+
+
+def test_the_logged_loss_is_the_pit_loss_apart_from_extra_terms(tmp_path):
+    result = train(quick_config("steps=3", "diversity_weight=1.0"), tmp_path / "run", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "loss" in r]
+    assert all(r["loss"] > 0 and r["objective"] < r["loss"] for r in logged)  # the diversity term lowers the objective only
+    assert all(r["ratio"] == pytest.approx(r["loss"] / r["identity"]) for r in logged)
+    assert result.losses[0] == pytest.approx(logged[0]["loss"])
+
+
+def test_a_single_training_video_is_refused_and_the_files_trained_on_are_recorded(tmp_path):
+    from centrifuge.video import write_video
+    from conftest import moving_frames
+
+    one = write_video(tmp_path / "one.mp4", moving_frames(20, 40, 48))
+    with pytest.raises(TrainingError, match="at least two different videos"):
+        train(quick_config("steps=1", f"data={one}"), tmp_path / "run1", progress=False)
+    two = write_video(tmp_path / "two.mp4", moving_frames(20, 40, 48, seed=3))
+    train(quick_config("steps=1", f"data={one},{two}"), tmp_path / "run2", progress=False)
+    recorded = json.loads((tmp_path / "run2" / "training_files.json").read_text())
+    assert sorted(r["path"] for r in recorded) == sorted(str(p.resolve()) for p in (one, two))
+    assert all(r["size"] > 0 for r in recorded)
+
+
+def test_the_clip_by_clip_pipeline_draws_each_process_its_slice_of_the_global_alpha(tmp_path, monkeypatch):
+    seen = []
+    real_step = train_module.train_step
+
+    def spy(model, optimizer, layers, alpha, *args, **kwargs):
+        seen.append(alpha.clone())
+        return real_step(model, optimizer, layers, alpha, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", spy)
+    config = quick_config("steps=2", "pipeline=loader", "alpha=[0.2,0.8]")
+    train(config, tmp_path / "run", progress=False)
+    global_alpha = train_module.sample_alpha(4, (0.2, 0.8), torch.Generator().manual_seed(config.seed * 1_000_003 + 1))
+    assert torch.equal(seen[1], global_alpha)  # rank r of W takes global_alpha[r*B/W:(r+1)*B/W]

@@ -1,0 +1,74 @@
+"""Real clips held in memory, the layer kinds of real footage, and batches that do not depend on how
+many processes make them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from centrifuge.batched import BatchedPairs, ClipBank, LayerKinds, StepBatches, blend_linear_light
+from centrifuge.data import RESIZE_FACTOR, VideoFolder
+from centrifuge.generator import BatchedGenerator, default_bank_size
+from centrifuge.photos import available_photos, bank_tensor
+from centrifuge.video import read_clip, write_video
+from conftest import moving_frames
+
+
+@pytest.fixture(scope="module")
+def two_videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    write_video(folder / "a.mp4", moving_frames(30, 48, 64, seed=1))
+    write_video(folder / "b.mp4", moving_frames(6, 40, 56, seed=2))  # shorter than a clip: looped
+    return folder
+
+
+def test_bank_crops_are_the_decoded_frames_cropped_flipped_and_looped(two_videos):
+    folder = VideoFolder(two_videos, cache=False)
+    bank = ClipBank(folder, crop_size=32)
+    side = round(32 * RESIZE_FACTOR)
+    index = [v.path for v in folder.videos].index(str(two_videos / "a.mp4"))
+    decoded = read_clip(folder.videos[index].path, 0, 30, info=folder.videos[index], shortest_side=side)
+    clip = bank.clips([(index, np.arange(5, 13), 2, 3, False)])[0]
+    expected = torch.from_numpy(decoded[5:13, 2:34, 3:35]).permute(3, 0, 1, 2).float() / 255
+    assert torch.equal(clip, expected)
+    flipped = bank.clips([(index, np.arange(5, 13), 2, 3, True)])[0]
+    assert torch.equal(flipped, expected.flip(-1))
+    short = 1 - index
+    video, times, *_ = bank.plan(short, np.random.default_rng(0), 12, train=True)
+    assert times.tolist() == [0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0, 1]  # forwards then backwards
+
+
+def test_real_pairs_are_two_different_videos_and_a_single_video_is_refused(two_videos, tmp_path):
+    bank = ClipBank(VideoFolder(two_videos, cache=False), crop_size=32)
+    pairs = BatchedPairs(None, bank, 1.0, 8, 32, seed=3)
+    plan = pairs.plan(range(20))
+    videos = [p[0] for p in plan.real]
+    assert all(videos[2 * i] != videos[2 * i + 1] for i in range(20))
+    write_video(tmp_path / "only.mp4", moving_frames(12, 40, 40))
+    with pytest.raises(ValueError, match="at least two different videos"):
+        BatchedPairs(None, ClipBank(VideoFolder(tmp_path, cache=False), crop_size=32), 1.0, 8, 32)
+
+
+def test_a_global_batch_is_the_same_made_by_one_process_or_by_two(two_videos):
+    bank = ClipBank(VideoFolder(two_videos, cache=False), crop_size=32)
+    generator = BatchedGenerator(bank_tensor(available_photos("train"), *default_bank_size(32)), seed=1)
+    pairs = BatchedPairs(generator, bank, 0.5, 8, 32, seed=5, kinds=LayerKinds(alpha=(0.3, 0.7), blur=0.5, dim=0.5))
+    whole = StepBatches(pairs, 4)[7]
+    halves = [StepBatches(pairs, 4, rank, 2)[7] for rank in (0, 1)]
+    assert torch.equal(whole["layers"], torch.cat([h["layers"] for h in halves]))
+    assert torch.equal(whole["alpha"], torch.cat([h["alpha"] for h in halves]))  # α too: one global draw per example
+    assert len(set(whole["alpha"].tolist())) == 4 and 0.3 <= float(whole["alpha"].min()) <= float(whole["alpha"].max()) <= 0.7
+    planned = StepBatches(pairs.planner(), 4, plans_only=True)[7]  # what CPU workers send a GPU process
+    assert torch.equal(pairs.render(planned)["layers"], whole["layers"])
+
+
+def test_layer_kinds_blur_or_dim_one_layer_and_linear_light_blends_in_linear_light():
+    rng = np.random.default_rng(0)
+    draws = [LayerKinds(blur=1.0, dim=1.0).draw(rng) for _ in range(50)]
+    assert all((s > 0).sum() == 1 and 1 <= s.max() <= 5 for _, s, _ in draws)  # one layer, σ in 1–5 px
+    assert all((g < 1).sum() == 1 and 0.4 <= g.min() <= 0.9 for _, _, g in draws)
+    assert all(a == 0.5 and (s == 0).all() and (g == 1).all() for a, s, g in (LayerKinds().draw(rng) for _ in range(20)))
+    layers = torch.stack([torch.full((1, 3, 1, 2, 2), 1.0), torch.full((1, 3, 1, 2, 2), 0.0)], dim=1)
+    blend = blend_linear_light(layers, torch.tensor([0.5]))
+    assert torch.allclose(blend, torch.full_like(blend, 0.5 ** (1 / 2.2)))  # brighter than the plain average 0.5
