@@ -30,14 +30,50 @@ class BenchmarkRow:
     psnr_layers: float
     psnr_blend: float
     seconds: float
+    ratio_se: float = float("nan")  # standard error of the ratio over pairs (delta method)
+    ssim_layers: float = float("nan")
+    ssim_blend: float = float("nan")
+    worse: int = 0  # pairs whose loss exceeds the identity baseline's
+    count: int = 0
 
     @property
     def ratio(self) -> float:
         return self.loss / self.identity
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "loss": self.loss, "identity": self.identity, "ratio": self.ratio,
-                "psnr_layers": self.psnr_layers, "psnr_blend": self.psnr_blend, "seconds": self.seconds}
+        return {"name": self.name, "loss": self.loss, "identity": self.identity, "ratio": self.ratio, "ratio_se": self.ratio_se,
+                "psnr_layers": self.psnr_layers, "psnr_blend": self.psnr_blend, "ssim_layers": self.ssim_layers,
+                "ssim_blend": self.ssim_blend, "worse_than_identity": self.worse, "pairs": self.count, "seconds": self.seconds}
+
+
+def ratio_standard_error(losses: torch.Tensor, identities: torch.Tensor) -> float:
+    """Standard error of mean(loss) / mean(identity) over pairs, by the delta method."""
+    n = len(losses)
+    if n < 2:
+        return float("nan")
+    ratio = losses.mean() / identities.mean()
+    residual = losses - ratio * identities
+    return float(residual.std(unbiased=True) / identities.mean() / n**0.5)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM (Wang et al. 2004, Gaussian window) over the frames of videos in [0, 1]:
+    ``(..., C, T, H, W)`` → ``(...)``, computed on each channel of each frame and averaged."""
+    lead = a.shape[:-4]
+    c, t, h, w = a.shape[-4:]
+    x = a.clamp(0, 1).reshape(-1, 1, h, w).float()
+    y = b.clamp(0, 1).expand_as(a).reshape(-1, 1, h, w).float()
+    size = min(window, h, w) | 1
+    coords = torch.arange(size, dtype=torch.float32) - size // 2
+    g = torch.exp(-0.5 * (coords / sigma) ** 2)
+    g = (g / g.sum()).to(x.device)
+    kernel = (g[:, None] * g[None, :]).view(1, 1, size, size)
+    blur = lambda z: torch.nn.functional.conv2d(z, kernel)  # noqa: E731 (valid region only)
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    value = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return value.mean(dim=(1, 2, 3)).view(*lead, c * t).mean(-1)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -77,10 +113,10 @@ def benchmark_pairs(data: str, num_pairs: int = 24, num_frames: int = 32, size: 
 
 @torch.no_grad()
 def score_model(model: CentrifugeNet, name: str, pairs: torch.Tensor, batch_size: int = 2) -> BenchmarkRow:
-    """PIT loss, identity loss and PSNRs of one model on fixed pairs (α = 0.5)."""
+    """PIT loss, identity loss, PSNR and SSIM of the matched layers of one model on fixed pairs (α = 0.5)."""
     model.eval()
     device = next(model.parameters()).device
-    losses, identities, gains, blends = [], [], [], []
+    losses, identities, gains, blends, ssims, blend_ssims = [], [], [], [], [], []
     started = time.perf_counter()
     for start in range(0, len(pairs), batch_size):
         layers = pairs[start : start + batch_size].to(device)
@@ -92,16 +128,22 @@ def score_model(model: CentrifugeNet, name: str, pairs: torch.Tensor, batch_size
         matched = torch.stack([outputs[b, result.assignment[b]] for b in range(layers.shape[0])])
         gains.append(psnr(matched, layers).mean(1).cpu())
         blends.append(psnr(blend.unsqueeze(1), layers).mean(1).cpu())
+        ssims.append(ssim(matched, layers).mean(1).cpu())
+        blend_ssims.append(ssim(blend.unsqueeze(1).expand_as(layers), layers).mean(1).cpu())
     seconds = time.perf_counter() - started
+    loss, identity = torch.cat(losses), torch.cat(identities)
     mean = lambda xs: float(torch.cat(xs).mean())  # noqa: E731
-    return BenchmarkRow(name, mean(losses), mean(identities), mean(gains), mean(blends), seconds)
+    return BenchmarkRow(name, float(loss.mean()), float(identity.mean()), mean(gains), mean(blends), seconds,
+                        ratio_standard_error(loss, identity), mean(ssims), mean(blend_ssims), int((loss > identity).sum()), len(loss))
 
 
 def identity_row(pairs: torch.Tensor) -> BenchmarkRow:
     blend = blend_layers(pairs, torch.full((pairs.shape[0],), 0.5))
-    identity = pit_loss(identity_outputs(blend), pairs).per_example.mean()
+    identity = pit_loss(identity_outputs(blend), pairs).per_example
     blend_psnr = float(psnr(blend.unsqueeze(1), pairs).mean())
-    return BenchmarkRow("identity baseline", float(identity), float(identity), blend_psnr, blend_psnr, 0.0)
+    blend_ssim = float(ssim(blend.unsqueeze(1).expand_as(pairs), pairs).mean())
+    return BenchmarkRow("identity baseline", float(identity.mean()), float(identity.mean()), blend_psnr, blend_psnr, 0.0,
+                        0.0, blend_ssim, blend_ssim, 0, len(pairs))
 
 
 def run_benchmark(models: Sequence[tuple[str, CentrifugeNet]], data: str, num_pairs: int = 24, num_frames: int = 32,
@@ -117,11 +159,112 @@ def run_benchmark(models: Sequence[tuple[str, CentrifugeNet]], data: str, num_pa
 
 
 def format_table(rows: Sequence[BenchmarkRow]) -> str:
-    lines = [f"{'model':<40} {'loss':>8} {'ratio':>7} {'PSNR layers':>12} {'PSNR blend':>11} {'seconds':>8}"]
+    lines = [f"{'model':<40} {'loss':>8} {'ratio':>7} {'± s.e.':>7} {'PSNR layers':>12} {'PSNR blend':>11} {'SSIM':>6} {'worse':>7} {'seconds':>8}"]
     for row in rows:
         seconds = "" if row.seconds == 0 else f"{row.seconds:8.1f}"
-        lines.append(f"{row.name[-40:]:<40} {row.loss:8.4f} {row.ratio:7.3f} {row.psnr_layers:10.2f}dB {row.psnr_blend:9.2f}dB {seconds:>8}")
+        se = "" if row.ratio_se != row.ratio_se else f"{row.ratio_se:7.3f}"
+        worse = f"{row.worse}/{row.count}" if row.count else ""
+        lines.append(f"{row.name[-40:]:<40} {row.loss:8.4f} {row.ratio:7.3f} {se:>7} {row.psnr_layers:10.2f}dB {row.psnr_blend:9.2f}dB "
+                     f"{row.ssim_layers:6.3f} {worse:>7} {seconds:>8}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the held-back benchmark
+
+# Held back from the bundled model's training: real motion (a street with cyclists, a hand-held
+# camera around a cup) and a talking head in a car. Pairs are always of two different videos.
+HELD_BACK_VIDEOS = ("bikes.mp4", "carphone_pristine.mp4", "cup.mp4")
+
+
+def default_videos_dir() -> Path | None:
+    """``$CENTRIFUGE_VIDEOS``, else ``../shared/videos`` beside a source checkout, else None."""
+    import os
+
+    env = os.environ.get("CENTRIFUGE_VIDEOS")
+    if env:
+        return Path(env)
+    beside = Path(__file__).resolve().parents[2] / "shared" / "videos"
+    return beside if beside.is_dir() else None
+
+
+def held_back_photo_pairs(num_pairs: int, num_frames: int, size: int, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """Pairs of held-back photographs (never trained on) filmed by a camera that pans, zooms and
+    rolls, with no sprites; returns the pairs and the photographs' names."""
+    from .batched import BatchedPairs
+    from .generator import BatchedGenerator, default_bank_size
+    from .photos import available_photos, bank_tensor
+    from .synthetic import SyntheticConfig
+
+    photos = available_photos("held-back")
+    camera_only = SyntheticConfig(min_sprites=0, max_sprites=0, noise_std=0.0)
+    generator = BatchedGenerator(bank_tensor(photos, *default_bank_size(size)), seed=30_000 + seed, config=camera_only)
+    pairs = BatchedPairs(generator, None, 0.0, num_frames, size, seed=30_000 + seed, train=False)
+    return pairs.examples(range(num_pairs))["layers"], [p.name for p in photos]
+
+
+def held_back_benchmark(videos_dir: str | Path, num_pairs: int = 64, photo_pairs: int = 32, num_frames: int = 32, size: int = 112,
+                        seed: int = 0) -> dict[str, torch.Tensor]:
+    """The benchmark's pairs by content kind: ``real`` (pairs of the held-back videos) and
+    ``photographs`` (pairs of held-back photographs panned and zoomed)."""
+    videos_dir = Path(videos_dir)
+    missing = [n for n in HELD_BACK_VIDEOS if not (videos_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{videos_dir}: the held-back videos {', '.join(missing)} are not there")
+    data = ",".join(str(videos_dir / n) for n in HELD_BACK_VIDEOS)
+    kinds = {"real": benchmark_pairs(data, num_pairs, num_frames, size, seed)}
+    if photo_pairs:
+        kinds["photographs"], _ = held_back_photo_pairs(photo_pairs, num_frames, size, seed)
+    return kinds
+
+
+def run_held_back_benchmark(models: Sequence[tuple[str, CentrifugeNet]], videos_dir: str | Path, num_pairs: int = 64, photo_pairs: int = 32,
+                            num_frames: int = 32, size: int = 112, seed: int = 0) -> dict[str, list[BenchmarkRow]]:
+    """Table 1 per content kind of :func:`held_back_benchmark`: identity, then each model."""
+    results = {}
+    for kind, pairs in held_back_benchmark(videos_dir, num_pairs, photo_pairs, num_frames, size, seed).items():
+        results[kind] = [identity_row(pairs)] + [score_model(model, name, pairs) for name, model in models]
+    return results
+
+
+def format_held_back(results: dict[str, list[BenchmarkRow]]) -> str:
+    parts = []
+    for kind, rows in results.items():
+        what = f"{kind}: {rows[0].count} pairs" + (f" of {', '.join(HELD_BACK_VIDEOS)}" if kind == "real" else " of held-back photographs, panned and zoomed")
+        parts.append(what + "\n" + format_table(rows))
+    return "\n\n".join(parts)
+
+
+def training_overlap(model: str | None, data: Sequence[str] | str) -> list[str]:
+    """The files of ``data`` (a folder, comma-separated files, or a list of files) that the run behind
+    ``model`` recorded in its ``training_files.json`` (same resolved path, or same name and size)."""
+    import json as _json
+
+    from .video import find_videos
+
+    if model is None:
+        record = Path(__file__).parent / "pretrained" / "default.training_files.json"
+    else:
+        path = Path(model)
+        folder = path if path.is_dir() else path.parent
+        candidates = [folder / "training_files.json", folder.parent / "training_files.json", folder.parent.parent / "training_files.json",
+                      path.with_suffix(".training_files.json")]
+        record = next((c for c in candidates if c.is_file()), None)
+    if record is None or not record.is_file():
+        return []
+    trained = _json.loads(record.read_text())
+    by_path = {t["path"] for t in trained}
+    by_name = {(Path(t["path"]).name, t["size"]) for t in trained}
+    specs = data.split(",") if isinstance(data, str) else list(data)
+    files: list[Path] = []
+    for spec in specs:
+        part = Path(spec)
+        files += find_videos(part) if part.is_dir() else ([part] if part.exists() else [])
+    return [str(f) for f in files if str(f.resolve()) in by_path or (f.name, f.stat().st_size) in by_name]
+
+
+def ranks_above_noise(candidate: BenchmarkRow, current: BenchmarkRow) -> bool:
+    """The shipping rule: a new model must beat the current one by more than twice the standard error."""
+    return current.ratio - candidate.ratio > 2 * max(candidate.ratio_se, current.ratio_se)
 
 
 def write_json(path: str | Path, rows: Sequence[BenchmarkRow], settings: dict) -> None:

@@ -95,3 +95,51 @@ def test_same_class_pairs_share_a_label_and_a_folder_without_classes_is_refused(
     assert [r.name for r in rows] == ["a / random pairs", "a / same-class pairs"]
     with pytest.raises(ValueError, match="class folders"):
         benchmark_pairs(str(shared_videos / "cup.mp4") + "," + str(shared_videos / "box.mp4"), 2, 4, 16, same_class=True)
+
+
+# --------------------------------------------------------------------------- the held-back benchmark
+
+
+def test_ssim_is_one_for_equal_videos_and_falls_with_noise():
+    from centrifuge.evaluate import ssim
+
+    video = torch.rand(2, 3, 4, 24, 24)
+    assert torch.allclose(ssim(video, video), torch.ones(2), atol=1e-5)
+    noisy = (video + 0.3 * torch.randn_like(video)).clamp(0, 1)
+    assert float(ssim(video, noisy).max()) < 0.8
+
+
+def test_the_ratio_standard_error_follows_the_spread_over_pairs():
+    from centrifuge.evaluate import ratio_standard_error
+
+    identity = torch.full((100,), 0.4)
+    assert ratio_standard_error(0.5 * identity, identity) == 0.0  # every pair the same ratio
+    spread = 0.5 * identity * (1 + 0.2 * torch.randn(100, generator=torch.Generator().manual_seed(0)))
+    assert 0.005 < ratio_standard_error(spread, identity) < 0.02  # 0.1 / sqrt(100) = 0.01
+
+
+def test_the_held_back_benchmark_pairs_different_held_back_videos_and_photographs(shared_videos):
+    from centrifuge.evaluate import HELD_BACK_VIDEOS, held_back_benchmark, run_held_back_benchmark, ranks_above_noise
+
+    kinds = held_back_benchmark(shared_videos, num_pairs=6, photo_pairs=3, num_frames=4, size=32)
+    assert set(kinds) == {"real", "photographs"}
+    assert kinds["real"].shape == (6, 2, 3, 4, 32, 32) and kinds["photographs"].shape == (3, 2, 3, 4, 32, 32)
+    assert all(not torch.equal(p[0], p[1]) for p in kinds["real"])
+    torch.manual_seed(0)
+    results = run_held_back_benchmark([("tiny", build_model("tiny"))], shared_videos, 6, 3, 4, 32)
+    identity, model = results["real"]
+    assert identity.ratio == 1.0 and model.count == 6 and 0 <= model.worse <= 6 and model.ratio_se > 0
+    better = BenchmarkRow("better", 0.5 * model.loss, model.identity, 0, 0, 0, ratio_se=0.01)
+    assert ranks_above_noise(better, model) and not ranks_above_noise(model, better)
+    assert "bikes.mp4" in HELD_BACK_VIDEOS
+
+
+def test_evaluate_warns_when_the_benchmark_overlaps_what_a_model_trained_on(tmp_path, shared_videos):
+    import json as _json
+
+    from centrifuge.evaluate import training_overlap
+
+    (tmp_path / "training_files.json").write_text(_json.dumps([{"path": str((shared_videos / "cup.mp4").resolve()), "size": 1}]))
+    data = f"{shared_videos / 'cup.mp4'},{shared_videos / 'bikes.mp4'}"
+    assert training_overlap(str(tmp_path), data) == [str(shared_videos / "cup.mp4")]
+    assert training_overlap(None, data) == [str(shared_videos / "bikes.mp4")]  # the bundled model trained on bikes, not cup
