@@ -50,6 +50,7 @@ def _run_train(args) -> int:
         raise UserError(str(e)) from None
     if args.no_resume and list_checkpoints(Path(args.out) / "checkpoints"):
         raise UserError(f"{args.out} already holds checkpoints; choose another --out or drop --no-resume to continue it")
+    logging.getLogger("centrifuge.train").setLevel(logging.INFO)  # say which data it trains and validates on
     result = train(config, args.out, device=args.device, progress=not args.quiet)
     last = result.validation[-1] if result.validation else None
     summary = f"trained to step {result.step} in {args.out}"
@@ -103,9 +104,13 @@ def _add_evaluate(sub) -> None:
                                    "baseline. Each of the paper's experiments is one --experiment: "
                                    + "; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()) + ".")
     p.add_argument("models", nargs="*", metavar="MODEL", help="bundled model name, run folder, checkpoint folder or .safetensors file (default: the bundled model)")
-    p.add_argument("--data", required=True, help="a folder of videos or comma-separated files, never trained on; 'synthetic' for held-back generated clips, "
-                                                  "'synthetic-classes' for the labelled generator")
-    p.add_argument("--pairs", type=int, default=24, help="blended pairs (default: %(default)s)")
+    p.add_argument("--data", help="a folder of videos or comma-separated files, never trained on; 'synthetic' for held-back generated clips, "
+                                   "'synthetic-classes' for the labelled generator (not needed with --benchmark)")
+    p.add_argument("--benchmark", choices=["held-back"], help="the bundled model's benchmark: --pairs pairs (default 64) of the held-back videos "
+                   "(bikes, carphone, cup, from --videos) and --photo-pairs pairs of held-back photographs, by content kind")
+    p.add_argument("--videos", help="--benchmark: the folder holding the held-back videos (default: $CENTRIFUGE_VIDEOS or ../shared/videos)")
+    p.add_argument("--photo-pairs", type=int, default=32, help="--benchmark: pairs of held-back photographs (default: %(default)s)")
+    p.add_argument("--pairs", type=int, default=None, help="blended pairs (default: 24; 64 with --benchmark)")
     p.add_argument("--frames", type=int, default=32, help="frames per clip (default: %(default)s)")
     p.add_argument("--size", type=int, default=112, help="crop size (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="which clips are drawn (default: %(default)s)")
@@ -123,9 +128,15 @@ def _run_evaluate(args) -> int:
     from .separate import Centrifuge
 
     names = args.models or [None]
+    if args.benchmark is None and not args.data:
+        raise UserError("evaluate needs --data (held-back videos, synthetic or synthetic-classes) or --benchmark held-back")
     models = [(str(name or "bundled default"), Centrifuge.from_pretrained(name, device=args.device).net) for name in names]
-    common = (args.data, args.pairs, args.frames, args.size, args.seed)
     settings = {k: v for k, v in vars(args).items() if k != "func"}
+    if args.benchmark:
+        return _run_held_back(args, names, models, settings)
+    args.pairs = args.pairs or 24
+    _warn_about_overlap(names, args.data)
+    common = (args.data, args.pairs, args.frames, args.size, args.seed)
     if args.experiment == "recognition":
         return _run_recognition(args, models[0])
     if args.experiment == "diversity":
@@ -157,6 +168,35 @@ def _run_evaluate(args) -> int:
     print(text)
     if args.json:
         ev.write_json(args.json, rows, settings)
+    return 0
+
+
+def _warn_about_overlap(names, data_specs: list[str] | str) -> None:
+    """A warning naming the benchmark files a model was trained on (its run's training_files.json)."""
+    from .evaluate import training_overlap
+
+    for name in names:
+        overlap = training_overlap(name, data_specs)
+        if overlap:
+            print(f"centrifuge: warning: {name or 'the bundled model'} was trained on {len(overlap)} of these videos: "
+                  + ", ".join(Path(p).name for p in overlap), file=sys.stderr)
+
+
+def _run_held_back(args, names, models, settings) -> int:
+    from . import evaluate as ev
+
+    videos = Path(args.videos) if args.videos else ev.default_videos_dir()
+    if videos is None:
+        raise UserError("--benchmark held-back needs the folder of held-back videos: --videos DIR or $CENTRIFUGE_VIDEOS")
+    _warn_about_overlap(names, [str(videos / n) for n in ev.HELD_BACK_VIDEOS])
+    try:
+        results = ev.run_held_back_benchmark(models, videos, args.pairs or 64, args.photo_pairs, args.frames, args.size, args.seed)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    print(ev.format_held_back(results))
+    if args.json:
+        payload = {"settings": settings, "videos": list(ev.HELD_BACK_VIDEOS), "kinds": {k: [r.to_dict() for r in rows] for k, rows in results.items()}}
+        Path(args.json).write_text(json.dumps(payload, indent=2, default=str))
     return 0
 
 
@@ -249,6 +289,7 @@ def _add_bench(sub) -> None:
                                                           "with the prediction made before measuring it")
     p.add_argument("--compile", action="store_true", help="with --levers: also try torch.compile (minutes of compile time)")
     p.add_argument("--memory", action="store_true", help="instead: peak memory of `separate` on a 1-minute and a 10-minute 224p input")
+    p.add_argument("--only", choices=["data"], help="only one group of figures: data = generated clips/s, per-clip vs batched generator")
     p.set_defaults(func=_run_bench)
 
 
@@ -263,7 +304,64 @@ def _run_bench(args) -> int:
     elif args.levers:
         levers_main(args.json, compile_model=args.compile, quick=args.quick)
     else:
-        bench_main(args.device, args.quick, args.json)
+        bench_main(args.device, args.quick, args.json, only=args.only)
+    return 0
+
+
+def _add_photos(sub) -> None:
+    p = sub.add_parser("photos", help="the generator's photographs: list them, or build the wallpaper cache",
+                       description="List the photographs the generator uses (training and held-back parts), or with --build resize "
+                                   "the installed wallpaper photographs (make photos installs the packages) into the cache.")
+    p.add_argument("--build", action="store_true", help="build the cache from the wallpaper packages installed under /usr/share")
+    p.set_defaults(func=_run_photos)
+
+
+def _run_photos(args) -> int:
+    from .photos import available_photos, build_photo_cache, describe
+
+    if args.build:
+        try:
+            cache = build_photo_cache()
+        except FileNotFoundError as e:
+            raise UserError(str(e)) from None
+        print(f"wrote {cache}")
+    for split in ("train", "held-back"):
+        photos = available_photos(split)
+        print(f"{split}: {len(photos)} photographs ({describe(photos)}): {', '.join(p.name for p in photos)}")
+    return 0
+
+
+def _add_preview_data(sub) -> None:
+    p = sub.add_parser("preview-data", help="a PNG grid of generated training layers and their blends",
+                       description="Write a grid: for each example, frames of its two layers and of their blend, as training makes them.")
+    p.add_argument("-o", "--out", required=True, help="the PNG file to write")
+    p.add_argument("--examples", type=int, default=6, help="rows (default: %(default)s)")
+    p.add_argument("--size", type=int, default=112, help="crop size (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip; three are shown (default: %(default)s)")
+    p.add_argument("--data", default="synthetic", help="'synthetic' or videos mixed in as in training (default: %(default)s)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="training options that shape the data, e.g. layer_blur=0.5, linear_light=true, synthetic_fraction=0.5")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=_run_preview_data)
+
+
+def _run_preview_data(args) -> int:
+    from .config import make_config
+    from .preview import write_data_preview
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"{out}: the preview is a .png file")
+    if out.exists() and not args.force:
+        raise UserError(f"{out} exists; pass --force to overwrite it")
+    try:
+        config = make_config("cpu", overrides=list(args.overrides) + [f"data={args.data}", f"crop_size={args.size}",
+                                                                       f"num_frames={args.frames}", f"seed={args.seed}"])
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    write_data_preview(config, out, args.examples)
+    print(f"wrote {out}")
     return 0
 
 
@@ -289,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more log lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
+    _add_preview_data(sub)
+    _add_photos(sub)
     _add_separate(sub)
     _add_evaluate(sub)
     _add_train_classifier(sub)

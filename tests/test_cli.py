@@ -168,3 +168,59 @@ def test_two_process_ddp_with_gloo_trains_and_resumes(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
     assert latest_valid_checkpoint(tmp_path / "ddp" / "checkpoints").name == "step_00000004"
+
+
+def test_preview_data_writes_a_grid_and_keeps_an_existing_file(tmp_path):
+    out = tmp_path / "preview.png"
+    result = run_cli("preview-data", "-o", str(out), "--examples", "3", "--size", "32", "--frames", "4", "--set", "layer_blur=1.0")
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+
+    image = np.asarray(Image.open(out))
+    assert image.shape == (3 * 32 + 2 * 4, 3 * (3 * 32 + 4) - 4, 3)
+    assert image[:32, :96].std() > 10  # real picture content, not a blank tile
+    before = out.read_bytes()
+    assert_one_line_error(run_cli("preview-data", "-o", str(out)), "exists")
+    assert out.read_bytes() == before
+    assert_one_line_error(run_cli("preview-data", "-o", str(tmp_path / "x.jpg")), ".png")
+
+
+def test_the_held_back_benchmark_from_the_command_line(tmp_path, shared_videos):
+    out = tmp_path / "bench.json"
+    result = run_cli("evaluate", "--benchmark", "held-back", "--videos", str(shared_videos), "--pairs", "4", "--photo-pairs", "2",
+                     "--frames", "4", "--size", "32", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "trained on 1 of these videos: bikes.mp4" in result.stderr  # the bundled model's training set overlaps
+    assert "real: 4 pairs" in result.stdout and "photographs: 2 pairs" in result.stdout
+    rows = json.loads(out.read_text())["kinds"]["real"]
+    assert rows[0]["ratio"] == 1.0 and rows[1]["pairs"] == 4 and "ssim_layers" in rows[1] and rows[1]["ratio_se"] > 0
+    assert_one_line_error(run_cli("evaluate", "--benchmark", "held-back", "--videos", str(tmp_path)), "held-back videos")
+    assert_one_line_error(run_cli("evaluate"), "--data")
+
+
+def test_a_source_with_one_video_is_refused_in_one_line(tmp_path):
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "only.mp4", moving_frames(12, 40, 40))
+    assert_one_line_error(run_cli("train", "--preset", "tiny", "--data", str(tmp_path / "videos"), "-o", str(tmp_path / "r")),
+                          "at least two different videos")
+    assert_one_line_error(run_cli("evaluate", "--data", str(tmp_path / "videos" / "only.mp4"), "--pairs", "2", "--frames", "4", "--size", "32"),
+                          "at least two different videos")
+
+
+def test_the_gpu_script_smoke_run_trains_and_returns_a_model_on_the_cpu(tmp_path):
+    """``SMOKE=1 scripts/gpu_train.sh`` runs the GPU run's path at toy sizes on the CPU: it must leave
+    a loadable fp16 model and the figures the GPU run reports."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**ENV, "SMOKE": "1", "PYTHON": sys.executable}
+    result = subprocess.run(["bash", str(root / "scripts" / "gpu_train.sh"), str(tmp_path / "out")], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "run.json").read_text())
+    for key in ("clips_per_s", "achieved_tflops", "share_of_bf16_peak", "data_wait_share", "loss_curve", "inference", "separate_frames_per_s_224p"):
+        assert key in report, key
+    assert report["final_step"] > 0 and len(report["loss_curve"]) > 1 and 0 <= report["data_wait_share"] < 1
+    from centrifuge.separate import Centrifuge
+
+    model = Centrifuge.from_pretrained(str(tmp_path / "out" / "model.safetensors"), device="cpu")
+    assert next(model.net.parameters()).dtype == torch.float32 and model.net.config.width == 0.35
+    assert json.loads((tmp_path / "out" / "model.json").read_text())["dtype"] == "float16"

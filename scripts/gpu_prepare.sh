@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run here (CPU machine, once): gather what scripts/gpu_train.sh needs into ignored folders of the
+# checkout, since only the checkout travels to the GPU machine (../shared does not):
+#   .whl/       a PyAV wheel for the GPU machine's Python 3.12 (it has no PyAV and no internet)
+#   .gpu-data/  the training and held-back videos, and the wallpaper photo cache (make photos)
+# Then: device run with carry [".whl", ".gpu-data"] and command "bash scripts/gpu_train.sh $OUT".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VIDEOS=${VIDEOS:-../shared/videos}
+AV_VERSION=$(.venv/bin/python -c 'import av; print(av.__version__)')
+mkdir -p .whl .gpu-data/videos/train .gpu-data/videos/held-back .gpu-data/cache
+if ! ls .whl/av-"$AV_VERSION"-*.whl >/dev/null 2>&1; then
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "av==$AV_VERSION"
+fi
+# The bundled model's split (docs/MODEL_CARD.md): three videos to train on, three held back.
+cp "$VIDEOS"/bigbuckbunny.mp4 "$VIDEOS"/box.mp4 "$VIDEOS"/tree.avi .gpu-data/videos/train/
+cp "$VIDEOS"/bikes.mp4 "$VIDEOS"/carphone_pristine.mp4 "$VIDEOS"/cup.mp4 .gpu-data/videos/held-back/
+CACHE=${CENTRIFUGE_CACHE:-$HOME/.cache/centrifuge}
+if [ -f "$CACHE/photos/manifest.json" ]; then
+  rm -rf .gpu-data/cache/photos && cp -r "$CACHE/photos" .gpu-data/cache/photos
+else
+  echo "no photo cache at $CACHE/photos (make photos builds it): the GPU run will use scikit-image's photographs only" >&2
+fi
+du -sh .whl .gpu-data

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Train the bundled model's candidate on a lent GPU for a wall-clock budget, in one command.
+
+Run by ``scripts/gpu_train.sh OUTDIR`` (which installs PyAV there first). Writes into OUTDIR, at
+every checkpoint (each minute) and at the end, so that a run cut short still returns a model:
+
+- ``model.safetensors`` + ``model.json``: the latest weights in fp16 (what ``separate --model`` takes);
+- ``run.json``: what was measured: clips/s, achieved TFLOP/s and its share of the chip's measured
+  bf16 matrix-product peak, the share of step time spent waiting for data, the loss curve, the
+  validation figures, and at the end inference seconds per 64×224×224 clip (the trained model and
+  the paper's predictor) and ``separate`` frames/s at 224p, each with the card it ran on.
+
+``--smoke`` runs the same path on the CPU at toy sizes in well under two minutes (a CI test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from centrifuge.bench import count_flops, inference_seconds, matmul_gflops  # noqa: E402
+from centrifuge.config import make_config  # noqa: E402
+from centrifuge.evaluate import HELD_BACK_VIDEOS  # noqa: E402
+from centrifuge.models import build_model  # noqa: E402
+from centrifuge.train import export_model, load_trained_model, train  # noqa: E402
+
+TRAIN_VIDEOS = ("bigbuckbunny.mp4", "box.mp4", "tree.avi")
+
+# The candidate: the largest model whose CPU inference stays usable (separate >= 10 frames/s at
+# 224p on the 2-core reference machine: width 0.35 is 1.7x the FLOPs of the bundled 0.25).
+MODEL = ["model=small", "model.width=0.35", "model.output=symmetric", "model.num_layers=4"]
+GPU = ["num_frames=32", "crop_size=112", "batch_size=48", "lr=0.001", "synthetic_fraction=0.7", "layer_blur=0.3",
+       "layer_dim=0.3", "val_every=400", "val_clips=16", "log_every=20", "checkpoint_every=1000000000",
+       "checkpoint_seconds=60", "keep_checkpoints=2", "steps=1000000000"]
+SMOKE = ["num_frames=8", "crop_size=32", "batch_size=4", "lr=0.001", "synthetic_fraction=0.7", "layer_blur=0.3",
+         "layer_dim=0.3", "val_every=10", "val_clips=2", "log_every=5", "checkpoint_every=1000000000",
+         "checkpoint_seconds=8", "keep_checkpoints=2", "steps=1000000000", "workers=1"]
+
+
+def videos_dir(given: str | None) -> Path:
+    for candidate in ([Path(given)] if given else []) + [ROOT / ".gpu-data" / "videos", ROOT.parent / "shared" / "videos"]:
+        if candidate.is_dir():
+            return candidate
+    raise SystemExit("gpu_train: no videos folder (run scripts/gpu_prepare.sh here, carry .gpu-data)")
+
+
+def find(folder: Path, name: str) -> Path:
+    for sub in ("train", "held-back", "."):
+        if (folder / sub / name).is_file():
+            return folder / sub / name
+    raise SystemExit(f"gpu_train: {name} is not under {folder}")
+
+
+def loss_curve(run_dir: Path) -> list[dict]:
+    keys = ("step", "loss", "identity", "ratio", "lr", "train_seconds", "clips_per_s", "data_wait_share")
+    curve = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            curve.append({k: record[k] for k in keys if k in record})
+    return curve
+
+
+def write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", help="OUTDIR: model.safetensors, model.json, run.json")
+    parser.add_argument("--budget", type=float, default=float(os.environ.get("BUDGET", 390)), help="training seconds (default 390)")
+    parser.add_argument("--smoke", action="store_true", help="the same path on the CPU at toy sizes")
+    parser.add_argument("--videos", help="folder with the videos (default: .gpu-data/videos, else ../shared/videos)")
+    parser.add_argument("--run-dir", default=os.environ.get("RUN_DIR", "/tmp/centrifuge-gpu-run"))
+    args = parser.parse_args()
+    started = time.time()
+    out, run_dir = Path(args.out), Path(args.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    cache = ROOT / ".gpu-data" / "cache"
+    if cache.is_dir() and "CENTRIFUGE_CACHE" not in os.environ:
+        os.environ["CENTRIFUGE_CACHE"] = str(cache)  # the wallpaper photographs carried along
+
+    folder = videos_dir(args.videos)
+    train_files = ",".join(str(find(folder, n)) for n in TRAIN_VIDEOS)
+    held_back = ",".join(str(find(folder, n)) for n in HELD_BACK_VIDEOS)
+    budget = min(args.budget, 25.0) if args.smoke else args.budget
+    overrides = MODEL + (SMOKE if args.smoke else GPU) + [f"data={train_files}", f"val_data={held_back}", f"time_budget={budget}"]
+    if not args.smoke:
+        overrides.append(f"workers={max(1, min(12, (os.cpu_count() or 4) - 2))}")
+    config = make_config("cpu", overrides=overrides)
+
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    model = build_model(config.model, **config.model_overrides).to(device)
+    clip = torch.rand(2, 3, config.num_frames, config.crop_size, config.crop_size, device=device)
+    flops_per_clip = count_flops(model.train(), clip[:1], True)
+    del model
+    peak = matmul_gflops(torch.bfloat16, device, size=8192 if device.type == "cuda" else 1024) * 1e9
+    report = {"card": card, "torch": torch.__version__, "device": str(device), "budget_s": budget, "config": config.to_dict(),
+              "training_flops_per_clip": flops_per_clip, "bf16_matmul_peak_tflops": peak / 1e12}
+
+    def on_checkpoint(path: Path, progress: dict) -> None:
+        tmp = out / "model-next.safetensors"
+        export_model(run_dir, tmp)
+        os.replace(tmp.with_suffix(".json"), out / "model.json")
+        os.replace(tmp, out / "model.safetensors")
+        for extra in (tmp.with_suffix(".training_files.json"),):
+            if extra.exists():
+                os.replace(extra, out / "model.training_files.json")
+        achieved = progress["clips_per_s"] * flops_per_clip
+        report.update({"step": progress["step"], "train_seconds": progress["train_seconds"], "clips_per_s": progress["clips_per_s"],
+                       "achieved_tflops": achieved / 1e12, "share_of_bf16_peak": achieved / peak,
+                       "data_wait_share": progress["data_wait_share"], "validation": progress["validation"],
+                       "loss_curve": loss_curve(run_dir), "wall_s": time.time() - started})
+        write_json(out / "run.json", report)
+        print(f"[{time.time() - started:5.0f}s] step {progress['step']}: {progress['clips_per_s']:.0f} clips/s, "
+              f"{achieved / 1e12:.1f} TFLOP/s ({100 * achieved / peak:.1f}% of the bf16 peak), "
+              f"data wait {100 * progress['data_wait_share']:.1f}%", flush=True)
+
+    result = train(config, run_dir, device=str(device), progress=False, on_checkpoint=on_checkpoint)
+    report["final_step"] = result.step
+
+    # Inference per 64x224x224 clip on this card: the trained model and the paper's predictor (4 layers).
+    frames, size = (8, 32) if args.smoke else (64, 224)
+    trained = load_trained_model(run_dir, device)
+    timings = {"clip": [frames, size, size], "trained_model_s": inference_seconds(trained, frames, size, device, optimised=True)}
+    if not args.smoke:
+        timings["paper_predictor_4_layers_s"] = inference_seconds(build_model("paper-predictor", num_layers=4), frames, size, device, optimised=True)
+    report["inference"] = timings
+    try:
+        from centrifuge.bench import separate_frames_per_second
+
+        report["separate_frames_per_s_224p"] = separate_frames_per_second(224, 16 if args.smoke else 96, str(device), str(out / "model.safetensors"))
+    except ImportError as e:  # no PyAV
+        report["separate_frames_per_s_224p"] = f"not measured: {e}"
+    report["wall_s"] = time.time() - started
+    write_json(out / "run.json", report)
+    print(json.dumps({k: report[k] for k in ("card", "final_step", "clips_per_s", "achieved_tflops", "share_of_bf16_peak",
+                                              "data_wait_share", "inference", "separate_frames_per_s_224p", "wall_s") if k in report},
+                     indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
