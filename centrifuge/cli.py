@@ -115,7 +115,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--size", type=int, default=112, help="crop size (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="which clips are drawn (default: %(default)s)")
     p.add_argument("--experiment", choices=list(EXPERIMENTS), default="table1", help="which experiment (default: %(default)s)")
-    p.add_argument("--plot", help="colors/frozen: a bar chart PNG; diversity: the image grid of the most diverse examples")
+    p.add_argument("--plot", help="colors/frozen: a bar chart PNG; diversity: the image grid of the most diverse examples; "
+                                  "--benchmark: four held-back real blends with each model's layers")
     p.add_argument("--untrained", metavar="CONFIG", help="table1: add a row for a freshly initialised model of this config (e.g. small)")
     p.add_argument("--classifier", help="recognition: a classifier .safetensors from `centrifuge train-classifier`")
     p.add_argument("--json", help="also write the results as JSON to this file")
@@ -194,8 +195,14 @@ def _run_held_back(args, names, models, settings) -> int:
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
     print(ev.format_held_back(results))
+    if args.plot:  # four real pairs and each model's layers, to look at
+        pairs = ev.held_back_benchmark(videos, 4, 0, args.frames, args.size, args.seed)["real"]
+        print(f"wrote {ev.plot_separations(models, pairs, args.plot)}")
     if args.json:
-        payload = {"settings": settings, "videos": list(ev.HELD_BACK_VIDEOS), "kinds": {k: [r.to_dict() for r in rows] for k, rows in results.items()}}
+        from .photos import available_photos
+
+        payload = {"settings": settings, "videos": list(ev.HELD_BACK_VIDEOS), "photographs": [p.name for p in available_photos("held-back")],
+                   "kinds": {k: [r.to_dict() for r in rows] for k, rows in results.items()}}
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str))
     return 0
 

@@ -262,6 +262,40 @@ def training_overlap(model: str | None, data: Sequence[str] | str) -> list[str]:
     return [str(f) for f in files if str(f.resolve()) in by_path or (f.name, f.stat().st_size) in by_name]
 
 
+@torch.no_grad()
+def plot_separations(models: Sequence[tuple[str, CentrifugeNet]], pairs: torch.Tensor, path: str | Path, frame: int | None = None) -> Path:
+    """A grid to look at: per pair, the blend, its two true layers, and each model's two outputs
+    matched to them (middle frame). A ratio can improve while layers still split by brightness;
+    this shows which."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 3 + 2 * len(models)
+    fig, axes = plt.subplots(len(pairs), columns, figsize=(1.5 * columns, 1.55 * len(pairs) + 0.3), squeeze=False)
+    t = pairs.shape[3] // 2 if frame is None else frame
+    titles = ["blend", "layer 1", "layer 2"] + [f"{name[-18:]}\n{k}" for name, _ in models for k in ("→ 1", "→ 2")]
+    for row, layers in zip(axes, pairs):
+        blend = blend_layers(layers[None], 0.5)
+        images = [blend[0, :, t], layers[0, :, t], layers[1, :, t]]
+        for _, model in models:
+            model.eval()
+            device = next(model.parameters()).device
+            outputs = model(blend.to(device)).float().cpu()
+            assignment = pit_loss(outputs, layers[None]).assignment[0]
+            images += [outputs[0, assignment[0], :, t], outputs[0, assignment[1], :, t]]
+        for ax, image in zip(row, images):
+            ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+            ax.set_xticks([]), ax.set_yticks([])
+    for ax, title in zip(axes[0], titles):
+        ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
 def ranks_above_noise(candidate: BenchmarkRow, current: BenchmarkRow) -> bool:
     """The shipping rule: a new model must beat the current one by more than twice the standard error."""
     return current.ratio - candidate.ratio > 2 * max(candidate.ratio_se, current.ratio_se)
