@@ -136,8 +136,9 @@ def _sample(bank: torch.Tensor, photos: torch.Tensor, grid: torch.Tensor) -> tor
 def _recolour(frames: torch.Tensor, gain: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """Per-item channel permutation then gains: ``frames`` ``(N, 3, …)``, ``gain`` ``(N, 3)``, ``order`` ``(N, 3)``."""
     shape = (frames.shape[0], 3) + (1,) * (frames.dim() - 2)
-    index = order.view(shape).expand_as(frames)
-    return (torch.gather(frames, 1, index) * gain.view(shape)).clamp(0, 1)
+    if bool((order != torch.arange(3, device=order.device)).any()):  # most items keep their channels: skip the gather
+        frames = torch.gather(frames, 1, order.view(shape).expand_as(frames))
+    return frames.mul_(gain.view(shape)).clamp_(0, 1)
 
 
 def gaussian_blur_batch(frames: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -180,7 +181,8 @@ def _shape_masks(local: torch.Tensor, plans: Sequence[SpritePlan], device: torch
         radius = torch.ones_like(r)
         amplitudes = _tensor([plans[i].harmonics for i in shaped], device)
         phases = _tensor([plans[i].phases for i in shaped], device)
-        for k in range(MAX_HARMONICS):  # radius += a·cos((k+2)θ + φ)
+        highest = int((amplitudes != 0).any(0).nonzero().max()) + 1  # stars need one harmonic, often a low one
+        for k in range(highest):  # radius += a·cos((k+2)θ + φ)
             cos_k, sin_k = cos_k * cos1 - sin_k * sin1, sin_k * cos1 + cos_k * sin1
             if bool((amplitudes[:, k] != 0).any()):
                 a_cos = (amplitudes[:, k] * torch.cos(phases[:, k])).view(view)
@@ -215,12 +217,13 @@ def _render_chunk(plans: Sequence[ClipPlan], bank: torch.Tensor, height: int, wi
     pixels = _pixel_grid(height, width, device)
 
     grid = _affine(pixels, _tensor([p.camera for p in plans], device))  # (N, T, H, W, 2)
-    coarse = _tensor([p.warp for p in plans], device)  # (N, 2, 2, 4, 4)
+    coarse = _tensor([p.warp for p in plans], device)  # (N, 2, 2, 4, 4): the field at the first and last frame
+    # Upsampling is linear, so upsample the two end fields once and interpolate in time after.
+    ends = F.interpolate(coarse.reshape(n * 2, 2, 4, 4), size=(height, width), mode="bicubic", align_corners=False)
+    ends = ends.view(n, 2, 2, height, width).permute(0, 1, 3, 4, 2)  # (N, 2, H, W, 2)
     ramp = torch.linspace(0, 1, t, device=device).view(1, t, 1, 1, 1)
-    field = coarse[:, 0:1] * (1 - ramp) + coarse[:, 1:2] * ramp  # (N, T, 2, 4, 4)
-    field = F.interpolate(field.reshape(n * t, 2, 4, 4), size=(height, width), mode="bicubic", align_corners=False)
     half_bank = torch.tensor([bank.shape[-1] / 2, bank.shape[-2] / 2], device=device)
-    grid = grid + field.view(n, t, 2, height, width).permute(0, 1, 3, 4, 2) * half_bank
+    grid = grid + torch.lerp(ends[:, 0:1], ends[:, 1:2], ramp) * half_bank
     frames = _sample(bank, _tensor([p.photo for p in plans], device, torch.long), grid)
     frames = _recolour(frames, _tensor([p.gain for p in plans], device), _tensor([p.order for p in plans], device, torch.long))
     frames = gaussian_blur_batch(frames, _tensor([np.float32(p.blur) for p in plans], device))
