@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VIDEOS=${VIDEOS:-../shared/videos}
-AV_VERSION=$(.venv/bin/python -c 'import av; print(av.__version__)')
+# The PyAV this checkout is tested with (make install); 18.1.0 when there is no venv yet.
+AV_VERSION=$(.venv/bin/python -c 'import av; print(av.__version__)' 2>/dev/null || echo 18.1.0)
 mkdir -p .whl .gpu-data/videos/train .gpu-data/videos/held-back .gpu-data/cache
 if ! ls .whl/av-"$AV_VERSION"-*.whl >/dev/null 2>&1; then
   python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
