@@ -42,6 +42,9 @@ class TrainConfig:
             ``warmup`` share of the budget, then follows a cosine to 1 % of ``lr``, and the run
             stops (with a checkpoint) when the budget is spent, whatever ``steps`` says.
         checkpoint_seconds: also checkpoint whenever this many seconds have passed since the last.
+        render_in_trainer: batched pipeline: workers only plan batches and the training process
+            renders them on its device (None: on a GPU, yes; on a CPU workers render too). The
+            GPU script's CPU smoke run sets it to exercise the GPU's data path.
     """
 
     model: str = "small"
@@ -83,6 +86,7 @@ class TrainConfig:
     linear_light: bool = False
     time_budget: float | None = None
     checkpoint_seconds: float | None = None
+    render_in_trainer: bool | None = None
     warmup: float = 0.05
 
     def to_dict(self) -> dict:

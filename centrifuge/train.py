@@ -242,15 +242,15 @@ def build_training_data(config: TrainConfig, device: torch.device, ddp: "Distrib
     pairs, text = make_batched_pairs(config, folder, data_device)
     if config.batch_size % ddp.world_size:
         raise TrainingError(f"batch_size {config.batch_size} is not divisible by the {ddp.world_size} processes")
-    on_gpu = device.type == "cuda"
-    steps = StepBatches(pairs.planner() if on_gpu else pairs, config.batch_size, ddp.rank, ddp.world_size, plans_only=on_gpu)
+    render_here = device.type == "cuda" if config.render_in_trainer is None else config.render_in_trainer
+    steps = StepBatches(pairs.planner() if render_here else pairs, config.batch_size, ddp.rank, ddp.world_size, plans_only=render_here)
     order = range(start_step, end_step)  # lazy: a time-budgeted run may name a huge step count
     if config.workers == 0:
         batches = (steps[s] for s in order)
     else:  # CPU workers plan (GPU) or make (CPU) the next batches while the model trains
         batches = DataLoader(steps, batch_size=None, sampler=order, num_workers=config.workers, persistent_workers=False,
-                             prefetch_factor=4 if on_gpu else 2, collate_fn=_keep if on_gpu else None)
-    if on_gpu:
+                             prefetch_factor=4 if render_here else 2, collate_fn=_keep if render_here else None)
+    if render_here:
         batches = (pairs.render(plan) for plan in batches)
     return TrainingData(batches, _validation_set(config, frozen, data_device, batched=True), text, pipeline, files)
 
@@ -438,7 +438,7 @@ def _check_run_folder(run_dir: Path, config: TrainConfig) -> None:
     previous = {**TrainConfig().to_dict(), **json.loads(saved.read_text())}
     # Steps, logging and worker counts may change on resume; what defines the run may not.
     free = {"steps", "workers", "log_every", "val_every", "checkpoint_every", "keep_checkpoints", "precision", "max_bad_steps",
-            "deterministic", "time_budget", "checkpoint_seconds"}
+            "deterministic", "time_budget", "checkpoint_seconds", "render_in_trainer"}
     differing = sorted(k for k in set(previous) | set(config.to_dict()) if k not in free and previous.get(k) != config.to_dict().get(k))
     if differing:
         raise TrainingError(f"{run_dir} holds a run with different settings ({', '.join(differing)}); "

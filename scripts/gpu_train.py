@@ -43,7 +43,8 @@ GPU = ["num_frames=32", "crop_size=112", "batch_size=48", "lr=0.001", "synthetic
        "checkpoint_seconds=60", "keep_checkpoints=2", "steps=1000000000"]
 SMOKE = ["num_frames=8", "crop_size=32", "batch_size=4", "lr=0.001", "synthetic_fraction=0.7", "layer_blur=0.3",
          "layer_dim=0.3", "alpha=[0.35,0.65]", "val_every=10", "val_clips=2", "log_every=5", "checkpoint_every=1000000000",
-         "checkpoint_seconds=8", "keep_checkpoints=2", "steps=1000000000", "workers=1"]
+         "checkpoint_seconds=8", "keep_checkpoints=2", "steps=1000000000", "workers=1",
+         "render_in_trainer=true"]  # the GPU's data path: workers plan, the training process renders
 
 
 def videos_dir(given: str | None) -> Path:
