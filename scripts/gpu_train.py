@@ -39,7 +39,7 @@ TRAIN_VIDEOS = ("bigbuckbunny.mp4", "box.mp4", "tree.avi")
 # 224p on the 2-core reference machine: width 0.35 is 1.7x the FLOPs of the bundled 0.25).
 MODEL = ["model=small", "model.width=0.35", "model.output=symmetric", "model.num_layers=4"]
 GPU = ["num_frames=32", "crop_size=112", "batch_size=48", "lr=0.001", "synthetic_fraction=0.7", "layer_blur=0.3",
-       "layer_dim=0.3", "alpha=[0.35,0.65]", "val_every=400", "val_clips=16", "log_every=20", "checkpoint_every=1000000000",
+       "layer_dim=0.3", "alpha=[0.35,0.65]", "val_every=1000", "val_clips=16", "log_every=20", "checkpoint_every=1000000000",
        "checkpoint_seconds=60", "keep_checkpoints=2", "steps=1000000000"]
 SMOKE = ["num_frames=8", "crop_size=32", "batch_size=4", "lr=0.001", "synthetic_fraction=0.7", "layer_blur=0.3",
          "layer_dim=0.3", "alpha=[0.35,0.65]", "val_every=10", "val_clips=2", "log_every=5", "checkpoint_every=1000000000",
