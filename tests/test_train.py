@@ -266,3 +266,14 @@ def test_the_clip_by_clip_pipeline_draws_each_process_its_slice_of_the_global_al
     train(config, tmp_path / "run", progress=False)
     global_alpha = train_module.sample_alpha(4, (0.2, 0.8), torch.Generator().manual_seed(config.seed * 1_000_003 + 1))
     assert torch.equal(seen[1], global_alpha)  # rank r of W takes global_alpha[r*B/W:(r+1)*B/W]
+
+
+def test_a_run_says_which_data_it_trains_and_validates_on(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="centrifuge.train"):
+        train(quick_config("steps=1"), tmp_path / "batched", progress=False)
+        train(quick_config("steps=1", "pipeline=loader"), tmp_path / "loader", progress=False)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("training data: batched pipeline on cpu: generated clips of") for line in lines)
+    assert any("held-back photographs" in line for line in lines)
+    assert any(line.startswith("training data: loader pipeline") for line in lines)
+    assert any("whose photographs training shares" in line for line in lines)
