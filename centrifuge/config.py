@@ -116,11 +116,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         val_every=5000, checkpoint_every=5000,
     ),
     # About 1.5 hours on a 2-core CPU: a quarter-width I3D U-Net on 16×64×64 clips.
-    # Its data recipe won the equal-compute comparison of docs/results.md ("Training data"): one
-    # layer out of focus or dimmer now and then, α in [0.35, 0.65] (the paper's presets keep α = 0.5).
     "cpu": dict(model="small", num_frames=16, crop_size=64, batch_size=8, steps=2400, optimizer="adam", lr=1e-3,
-                lr_milestones=[1600, 2100], lr_values=[3e-4, 1e-4], val_every=200, checkpoint_every=200,
-                layer_blur=0.3, layer_dim=0.3, alpha=[0.35, 0.65]),
+                lr_milestones=[1600, 2100], lr_values=[3e-4, 1e-4], val_every=200, checkpoint_every=200),
     # The ablations of docs/results.md (Tables 2-4): one quarter-width predictor per variant, about
     # 5 minutes each on a 2-core CPU. Vary it with --set model.num_layers=8, model=small-corrector,
     # model.final_endpoint=Mixed_3c, frozen=true.
