@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .data import RESIZE_FACTOR, VideoFolder
-from .generator import BatchedGenerator, gaussian_blur_batch
+from .generator import BatchedGenerator, gaussian_blur_batch, render
 from .video import read_clip
 
 log = logging.getLogger(__name__)
@@ -198,8 +198,6 @@ class BatchedPairs:
 
     def render(self, plan: "BatchPlan") -> dict[str, torch.Tensor]:
         """Make the planned examples on the device of the bank and the generator."""
-        from .generator import render
-
         device = (self.bank.frames if self.bank is not None else self.generator.bank).device
         rendered = {}
         if plan.real:

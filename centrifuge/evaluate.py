@@ -237,8 +237,6 @@ def format_held_back(results: dict[str, list[BenchmarkRow]]) -> str:
 def training_overlap(model: str | None, data: Sequence[str] | str) -> list[str]:
     """The files of ``data`` (a folder, comma-separated files, or a list of files) that the run behind
     ``model`` recorded in its ``training_files.json`` (same resolved path, or same name and size)."""
-    import json as _json
-
     from .video import find_videos
 
     if model is None:
@@ -251,7 +249,7 @@ def training_overlap(model: str | None, data: Sequence[str] | str) -> list[str]:
         record = next((c for c in candidates if c.is_file()), None)
     if record is None or not record.is_file():
         return []
-    trained = _json.loads(record.read_text())
+    trained = json.loads(record.read_text())
     by_path = {t["path"] for t in trained}
     by_name = {(Path(t["path"]).name, t["size"]) for t in trained}
     specs = data.split(",") if isinstance(data, str) else list(data)

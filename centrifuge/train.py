@@ -555,16 +555,19 @@ def train(
             dist.barrier()
         if on_checkpoint is not None and path is not None:
             on_checkpoint(path, {"step": step, "train_seconds": elapsed, "losses": result.losses, "identities": result.identities,
-                                 "validation": result.validation, "clips_per_s": clips_done / max(waited + stepped, 1e-9),
-                                 "data_wait_share": waited / max(waited + stepped, 1e-9)})
+                                 "validation": result.validation, **throughput()})
         return path
+
+    def throughput() -> dict:
+        busy = max(waited + stepped, 1e-9)
+        return {"clips_per_s": clips_done / busy, "data_wait_share": waited / busy}
 
     try:
         with _SignalFlag() as signals:
             train_model.train()
             batches = iter(data.batches)
             while step < end_step:
-                if config.time_budget and _budget_spent(elapsed, config.time_budget, ddp):
+                if config.time_budget and _agree(elapsed >= config.time_budget, ddp):  # every rank stops together
                     break
                 tick = time.perf_counter()
                 try:
@@ -611,8 +614,7 @@ def train(
                     loss, identity = float(np.mean(result.losses[-n:])), float(np.mean(result.identities[-n:]))
                     record = {"step": step, "loss": loss, "identity": identity, "ratio": loss / identity,
                               "objective": float(np.mean(result.objectives[-n:])), "lr": lr,
-                              "skipped": skipped_total, "time": time.time(), "train_seconds": elapsed,
-                              "clips_per_s": clips_done / max(waited + stepped, 1e-9), "data_wait_share": waited / max(waited + stepped, 1e-9)}
+                              "skipped": skipped_total, "time": time.time(), "train_seconds": elapsed, **throughput()}
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
                     if writer is not None:
@@ -650,9 +652,6 @@ def _agree(flag: bool, ddp: Distributed) -> bool:
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
 
-
-def _budget_spent(elapsed: float, budget: float, ddp: Distributed) -> bool:
-    return _agree(elapsed >= budget, ddp)
 
 
 def _record_training_files(run_dir: Path, data: TrainingData) -> None:
