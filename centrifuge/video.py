@@ -18,6 +18,8 @@ from typing import Iterator, Sequence
 import av
 import numpy as np
 
+from .colour import ColourSpec, default_colour, spec_of
+
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".wmv", ".3gp")
@@ -203,20 +205,52 @@ def _drop_undecodable_tail(container, stream, stamps: list[int], last_key: int |
     return [t for t in stamps if t < start or t in decoded]
 
 
+def frame_colour(frame: av.VideoFrame) -> ColourSpec:
+    """The matrix and range a decoded frame's tags say (players' defaults where it has none)."""
+    return spec_of(frame.colorspace, frame.color_range, frame.color_primaries, frame.color_trc, frame.height, frame.format.name)
+
+
+_SWS_MATRIX = {"bt601": "itu601", "bt709": "itu709", "bt2020": "bt2020"}
+
+
 def _to_rgb(frame: av.VideoFrame, rotation: int, shortest_side: int | None = None) -> np.ndarray:
+    spec = frame_colour(frame)
+    options = {"format": "rgb24", "src_color_range": "JPEG" if spec.full_range else "MPEG", "dst_color_range": "JPEG"}
+    if frame.format.name.startswith("yuv"):
+        options["src_colorspace"] = _SWS_MATRIX[spec.matrix]
     if shortest_side:
         # Downscale inside FFmpeg (area filter) while converting: far cheaper than converting a
         # full-size frame and resizing it afterwards.
-        height, width = scaled_size(frame.height, frame.width, shortest_side)
-        rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
-    else:
-        rgb = frame.to_ndarray(format="rgb24")
+        options["height"], options["width"] = scaled_size(frame.height, frame.width, shortest_side)
+        options["interpolation"] = "AREA"
+    rgb = frame.reformat(**options).to_ndarray() if frame.format.name != "rgb24" or shortest_side else frame.to_ndarray()
+    return _rotated(rgb, rotation, frame)
+
+
+def _rotated(image: np.ndarray, rotation: int, frame: av.VideoFrame) -> np.ndarray:
     # ``rotation`` is the clockwise angle of the old "rotate" tag; without it, the display matrix
     # (phone videos), which PyAV gives as a counterclockwise angle per frame.
     turns = -(rotation // 90) if rotation else _display_rotation(frame) // 90
     if turns % 4:
-        rgb = np.ascontiguousarray(np.rot90(rgb, k=turns % 4))
-    return rgb
+        image = np.ascontiguousarray(np.rot90(image, k=turns % 4))
+    return image
+
+
+def _to_planes(frame: av.VideoFrame, rotation: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ColourSpec]:
+    """The frame's own 8-bit 4:2:0 Y'CbCr planes (converted only when it is stored otherwise)."""
+    spec = frame_colour(frame)
+    if frame.format.name not in ("yuv420p", "yuvj420p"):
+        source = _SWS_MATRIX[spec.matrix] if frame.format.name.startswith("yuv") else None
+        rng = "JPEG" if spec.full_range else "MPEG"
+        frame = frame.reformat(format="yuv420p", src_colorspace=source, dst_colorspace=_SWS_MATRIX[spec.matrix],
+                               src_color_range=rng, dst_color_range=rng)
+    planes = []
+    for index, plane in enumerate(frame.planes):
+        h = frame.height if index == 0 else (frame.height + 1) // 2
+        w = frame.width if index == 0 else (frame.width + 1) // 2
+        data = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, :w]
+        planes.append(_rotated(np.ascontiguousarray(data), rotation, frame))
+    return tuple(planes), spec
 
 
 def _display_rotation(frame: av.VideoFrame) -> int:
@@ -297,6 +331,16 @@ def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Itera
 
     A stream that breaks mid-way ends the iteration after the last frame decoded.
     """
+    return _iter_decoded(path, info, _to_rgb)
+
+
+def iter_planes(path: str | os.PathLike, info: VideoInfo | None = None) -> Iterator[tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ColourSpec]]:
+    """Like :func:`iter_frames`, but each frame as its Y, Cb, Cr planes (uint8, chroma at half size)
+    with the colour it carries: what ``separate`` reads, so that no frame is converted to RGB."""
+    return _iter_decoded(path, info, _to_planes)
+
+
+def _iter_decoded(path: str | os.PathLike, info: VideoInfo | None, convert) -> Iterator:
     path = str(path)
     info = info or probe(path)
     container = _open(path)
@@ -304,11 +348,18 @@ def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Itera
         stream = _video_stream(container, path)
         try:
             for frame in container.decode(stream):
-                yield _to_rgb(frame, info.rotation)
+                yield convert(frame, info.rotation)
         except (av.error.FFmpegError, ValueError):
             return
     finally:
         container.close()
+
+
+def first_colour(path: str | os.PathLike, info: VideoInfo | None = None) -> ColourSpec:
+    """The colour of a video's first frame (what its outputs are converted with and tagged as)."""
+    for _, spec in iter_planes(path, info):
+        return spec
+    raise VideoError(f"{path}: no frame could be decoded")
 
 
 def _even(n: int) -> int:
@@ -316,22 +367,26 @@ def _even(n: int) -> int:
 
 
 class VideoWriter:
-    """Write RGB frames to an H.264 (yuv420p) file as they come, so memory stays flat.
+    """Write frames to an H.264 (yuv420p) file as they come, so memory stays flat.
 
     Browsers play this format. Odd frame sizes are padded to even (by repeating the last row or
-    column), which yuv420p requires. The file is written under a temporary name and renamed when
-    closed, so an interrupted write never leaves a half file under the final name.
+    column), which yuv420p requires. RGB frames are converted with ``colour``'s matrix and range,
+    and the file is tagged with them (by default BT.601 limited range below 720 lines, BT.709 from
+    720 up, as players assume); :meth:`write_planes` takes Y'CbCr planes already in that space. The
+    file is written under a temporary name and renamed when closed, so an interrupted write never
+    leaves a half file under the final name.
 
     Example:
         >>> with VideoWriter("out.mp4", fps=25) as w:  # doctest: +SKIP
         ...     w.write(frames)  # (T, H, W, 3) uint8 or one (H, W, 3) frame
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 20, codec: str = "libx264"):
+    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 20, codec: str = "libx264", colour: ColourSpec | None = None):
         self.path = Path(path)
         self.fps = fps
         self.crf = crf
         self.codec = codec
+        self.colour = colour
         self.frames_written = 0
         self._tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
         self._container = None
@@ -351,11 +406,15 @@ class VideoWriter:
             stream.pix_fmt = "rgb24"
         else:
             stream.pix_fmt = "yuv420p"
+            if self.colour is None:
+                self.colour = default_colour(height)
+            for name, code in self.colour.tags().items():
+                setattr(stream.codec_context, name, code)
         stream.options = {"crf": str(self.crf), "preset": "veryfast"} if "264" in self.codec else {}
         self._stream = stream
 
     def write(self, frames: np.ndarray) -> None:
-        """Append frames: ``(H, W, 3)`` or ``(T, H, W, 3)`` uint8."""
+        """Append RGB frames: ``(H, W, 3)`` or ``(T, H, W, 3)`` uint8."""
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -369,9 +428,29 @@ class VideoWriter:
             frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         for rgb in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
-            self.frames_written += 1
+            if self.codec != "libx264rgb":
+                matrix, rng = _SWS_MATRIX[self.colour.matrix], "JPEG" if self.colour.full_range else "MPEG"
+                frame = frame.reformat(format="yuv420p", dst_colorspace=matrix, src_color_range="JPEG", dst_color_range=rng)
+            self._encode(frame)
+
+    def write_planes(self, y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> None:
+        """Append one frame given as uint8 Y'CbCr planes (chroma at half size, rounded up) in the
+        writer's ``colour``: no RGB conversion at all."""
+        height, width = y.shape
+        if self._container is None:
+            self._open(height, width)
+        H, W = self._stream.height, self._stream.width
+        if (H, W) != (height, width):
+            y = np.pad(y, ((0, H - height), (0, W - width)), mode="edge")
+        packed = np.concatenate([np.ascontiguousarray(y).reshape(-1), np.ascontiguousarray(cb).reshape(-1), np.ascontiguousarray(cr).reshape(-1)])
+        frame = av.VideoFrame.from_ndarray(packed.reshape(H * 3 // 2, W), format="yuv420p")
+        frame.colorspace, frame.color_range = self.colour.colorspace_code, self.colour.range_code
+        self._encode(frame)
+
+    def _encode(self, frame: av.VideoFrame) -> None:
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
 
     def close(self) -> None:
         """Flush the encoder and move the file into place. A writer that got no frame is an error."""
@@ -403,6 +482,53 @@ class VideoWriter:
             self.abort()
 
 
+class BackgroundWriter:
+    """A :class:`VideoWriter` fed on a thread of its own, a few frames ahead at most: encoding
+    (x264 and swscale release the GIL) overlaps the caller's work. Errors surface on the next
+    write or on :meth:`close`. ``busy`` is the seconds spent encoding."""
+
+    def __init__(self, writer: VideoWriter, depth: int = 4):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.writer, self.depth, self.busy = writer, depth, 0.0
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending = deque()
+
+    def write(self, frames: np.ndarray) -> None:
+        self._submit(self.writer.write, frames)
+
+    def write_planes(self, y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> None:
+        self._submit(self.writer.write_planes, y, cb, cr)
+
+    def _submit(self, fn, *args) -> None:
+        while len(self._pending) >= self.depth:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._timed, fn, *args))
+
+    def _timed(self, fn, *args) -> None:
+        import time
+
+        began = time.perf_counter()
+        fn(*args)
+        self.busy += time.perf_counter() - began
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+            self.writer.close()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def abort(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+        self._pending.clear()
+        self.writer.abort()
+
+
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 25.0, **kwargs) -> Path:
     """Write ``(T, H, W, 3)`` uint8 frames to ``path`` (H.264 in MP4 unless ``codec`` says otherwise)."""
     with VideoWriter(path, fps=fps, **kwargs) as writer:
@@ -420,6 +546,37 @@ def find_videos(folder: str | os.PathLike, extensions: Sequence[str] = VIDEO_EXT
 
 
 
+def copy_browser_playable(source: str | os.PathLike, target: str | os.PathLike, info: VideoInfo) -> bool:
+    """Copy the video stream of ``source`` into ``target`` (MP4) without re-encoding, when a browser
+    plays it as it is: 8-bit 4:2:0 H.264 with no rotation. Returns False (writing nothing) otherwise."""
+    tmp = Path(target).with_name(f".{Path(target).stem}.copy{Path(target).suffix}")
+    try:
+        with av.open(str(source)) as src:
+            stream = src.streams.video[0]
+            context = stream.codec_context
+            if context.name != "h264" or context.pix_fmt != "yuv420p" or info.rotation or _has_display_matrix(stream):
+                return False
+            with av.open(str(tmp), "w", options={"movflags": "+faststart"}) as out:
+                _copy_packets(src, stream, out, out.add_stream_from_template(stream))
+        os.replace(tmp, target)
+        return True
+    except (av.error.FFmpegError, ValueError, IndexError):
+        tmp.unlink(missing_ok=True)
+        return False
+
+
+def _copy_packets(source, stream, out, copy) -> None:
+    """Every packet of ``stream`` (of the open ``source``) into ``copy``, a stream of ``out``, as it is."""
+    for packet in source.demux(stream):
+        if packet.dts is not None:
+            packet.stream = copy
+            out.mux(packet)
+
+
+def _has_display_matrix(stream) -> bool:
+    return any("DISPLAYMATRIX" in str(getattr(item, "type", "")).upper() for item in getattr(stream, "side_data", []) or [])
+
+
 def mux_audio(video_path: str | os.PathLike, audio_source: str | os.PathLike, out_path: str | os.PathLike) -> bool:
     """Write ``out_path``: the video stream of ``video_path`` with the audio of ``audio_source``,
     both copied without re-encoding. When the audio cannot be copied into the container, the video
@@ -433,16 +590,9 @@ def mux_audio(video_path: str | os.PathLike, audio_source: str | os.PathLike, ou
             if not ain.streams.audio:
                 raise VideoError(f"{audio_source}: no audio stream")
             v_in, a_in = vin.streams.video[0], ain.streams.audio[0]
-            v_out = out.add_stream_from_template(v_in)
-            a_out = out.add_stream_from_template(a_in)
-            for packet in vin.demux(v_in):
-                if packet.dts is not None:
-                    packet.stream = v_out
-                    out.mux(packet)
-            for packet in ain.demux(a_in):
-                if packet.dts is not None:
-                    packet.stream = a_out
-                    out.mux(packet)
+            v_out, a_out = out.add_stream_from_template(v_in), out.add_stream_from_template(a_in)  # both before any packet
+            _copy_packets(vin, v_in, out, v_out)
+            _copy_packets(ain, a_in, out, a_out)
         os.replace(tmp, out_path)
         return True
     except (av.error.FFmpegError, VideoError, ValueError) as e:
