@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from .data import LayerPairs, blend_layers
-from .losses import diversity, identity_outputs, pit_loss
+from .losses import diversity, identity_outputs, pit_loss, reconstruction_loss
 from .models import CentrifugeNet, build_model
 
 
@@ -493,3 +494,80 @@ def plot_rows(rows: Sequence[BenchmarkRow], path: str | Path, title: str) -> Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+class OracleNet(torch.nn.Module):
+    """A stand-in for a trained network that returns ``answer(clip)``, ``(B, n, 3, T, h, w)``: it
+    measures what ``separate`` does around the network (windows, upsampling) apart from the model."""
+
+    def __init__(self, answer, num_layers: int = 2):
+        super().__init__()
+        self.answer, self.num_layers = answer, num_layers
+        self.anchor = torch.nn.Parameter(torch.zeros(1), requires_grad=False)  # gives the module a device
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.answer(clip.float())
+
+
+def black_filter_oracle() -> OracleNet:
+    """The exact answer for ``video / 2`` (a video averaged with flat black): the video and black."""
+    return OracleNet(lambda clip: torch.stack([2 * clip, torch.zeros_like(clip)], 1))
+
+
+def fine_detail_shares(model, frames: torch.Tensor, max_size: int = 256, window: int = 16) -> dict[str, float]:
+    """How a separation at ``max_size`` hands out the fine detail of a real video blended with flat
+    black (the paper's easiest colour filter): ``frames`` ``(T, H, W, 3)`` uint8 at full resolution.
+
+    Fine detail is what the network cannot see: ``x - upsample(downsample(x))`` at the size
+    ``separate`` shrinks frames to. ``black`` is the detail energy of the layer nearest to black
+    over the blend's (0 is right: black has none); ``video`` is the share of the video's own detail
+    that its layer carries (projection; 1 is right).
+    """
+    from .separate import _network_size
+
+    video = frames.float() / 255
+    blend = (video / 2 * 255 + 0.5).to(torch.uint8)
+    layers = model.separate(blend, window=window, overlap=window // 4, max_size=max_size)  # (n, T, H, W, 3)
+    h, w = video.shape[1:3]
+    small = _network_size(h, w, max_size)
+
+    def fine(x: torch.Tensor) -> torch.Tensor:  # (..., T, H, W, 3) → same, high-pass
+        flat = x.reshape(-1, h, w, 3).permute(0, 3, 1, 2)
+        low = F.interpolate(F.interpolate(flat, size=small, mode="bilinear", antialias=True), size=(h, w), mode="bilinear")
+        return (flat - low).permute(0, 2, 3, 1).reshape(x.shape)
+
+    darkness = layers.mean(dim=(1, 2, 3, 4))
+    black_layer, others = int(darkness.argmin()), [i for i in range(layers.shape[0]) if i != int(darkness.argmin())]
+    errors = torch.stack([(layers[i] - video).abs().mean() for i in others])
+    video_layer = others[int(errors.argmin())]
+    fine_blend, fine_video = fine(blend.float() / 255), fine(video)
+    return {"black": float(fine(layers[black_layer]).norm() / fine_blend.norm()),
+            "video": float((fine(layers[video_layer]) * fine_video).sum() / fine_video.pow(2).sum()),
+            "black_layer": black_layer, "video_layer": video_layer}
+
+
+def seam_profile(model, pairs: torch.Tensor, window: int, overlap: int) -> dict[str, float]:
+    """Is a window join visible? Blends ``pairs`` ``(N, 2, 3, T, H, W)`` (α = 0.5), separates each
+    through ``Centrifuge.separate`` (the streaming path) and compares Eq. 3 per frame, with the
+    layers matched once over the whole clip, on frames within 2 of a join (where two windows meet)
+    and on the others. ``ratio`` near 1: no seam."""
+    from .separate import window_starts
+
+    num_frames = pairs.shape[3]
+    starts = window_starts(num_frames, window, overlap)
+    near = torch.zeros(num_frames, dtype=torch.bool)
+    for previous, current in zip(starts, starts[1:]):
+        near[max(0, current - 2) : min(num_frames, previous + window + 2)] = True
+    if not near.any() or near.all():
+        raise ValueError(f"{num_frames} frames with window {window}: no join, or nothing but joins")
+    per_frame = []
+    for layers in pairs:
+        blend = ((layers.mean(0) * 255 + 0.5).clamp(0, 255).to(torch.uint8)).permute(1, 2, 3, 0)  # (T, H, W, 3)
+        outputs = model.separate(blend, window=window, overlap=overlap, max_size=None).permute(0, 4, 1, 2, 3)  # (n, 3, T, H, W)
+        assignment = pit_loss(outputs[None], layers[None]).assignment[0]
+        matched = outputs[assignment]  # (2, 3, T, H, W)
+        per_frame.append(torch.stack([reconstruction_loss(matched[:, :, t : t + 1], layers[:, :, t : t + 1]).mean() for t in range(num_frames)]))
+    losses = torch.stack(per_frame).mean(0)
+    return {"window": window, "overlap": overlap, "frames": num_frames, "joins": len(starts) - 1,
+            "near_join": float(losses[near].mean()), "elsewhere": float(losses[~near].mean()),
+            "ratio": float(losses[near].mean() / losses[~near].mean()), "work_per_frame": sum(min(window, num_frames - st) for st in starts) / num_frames}

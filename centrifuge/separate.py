@@ -19,21 +19,27 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .colour import ColourSpec, planes_to_rgb, planes_to_rgb_uint8, rgb_to_planes
 from .devices import autocast_dtype, resolve_device, use_channels_last
+from .guided import apply_coefficients, guided_coefficients
 from .losses import best_assignment, pairwise_loss_matrix
 from .models import CentrifugeNet, fold_batchnorm
-from .video import VideoError, VideoWriter, iter_frames, mux_audio, probe
+from .video import BackgroundWriter, VideoError, VideoWriter, copy_browser_playable, first_colour, iter_planes, mux_audio, probe
 
 log = logging.getLogger(__name__)
 
+# Frames per window and frames shared by consecutive windows (see ``Centrifuge.separate_planes``):
+# a 64-frame clip is one window (work 1.0 per output frame), a long video costs 64/56 = 1.14; no seam
+# was measurable at 32 or 64 (docs/results.md, "Windows").
+DEFAULT_WINDOW, DEFAULT_OVERLAP = 64, 8
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 DEFAULT_MODEL = "default"
 
@@ -94,70 +100,124 @@ class Centrifuge:
     @torch.inference_mode()
     def separate_window(self, frames: torch.Tensor, max_size: int | None = None) -> torch.Tensor:
         """Separate one window: ``(T, H, W, 3)`` float in [0, 1] → ``(n, T, H, W, 3)`` (unclamped)."""
-        video = frames.to(self.device, torch.float32).permute(3, 0, 1, 2).unsqueeze(0)  # (1, 3, T, H, W)
-        h, w = video.shape[-2:]
-        small = video
-        if max_size and max(h, w) > max_size:
-            scale = max_size / max(h, w)
-            size = (max(1, round(h * scale)), max(1, round(w * scale)))
-            small = F.interpolate(video[0].transpose(0, 1), size=size, mode="bilinear", antialias=True, align_corners=False).transpose(0, 1)[None]
-        if use_channels_last(self.device, self.amp_dtype):
-            small = small.contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            layers = self.net(small).float()[0]  # (n, 3, T, h', w')
-        if small is not video:
-            difference = layers - small  # what each layer changes in the (small) input
-            n, c, t = difference.shape[:3]
-            up = F.interpolate(difference.reshape(n * c, t, *difference.shape[-2:]).transpose(0, 1), size=(h, w), mode="bilinear", align_corners=False)
-            layers = video + up.transpose(0, 1).reshape(n, c, t, h, w)
-        return layers.permute(0, 2, 3, 4, 1)
+        planes = frames.to(torch.float32).permute(3, 0, 1, 2)  # (3, T, H, W), RGB
+        window = self._run_window([planes[:, t] for t in range(planes.shape[1])], None, max_size)
+        window.prepare(torch.arange(self.num_layers))
+        out = torch.stack([window.synthesise(t, [planes[c, t] for c in range(3)]) for t in range(planes.shape[1])], 1)
+        return out.permute(0, 1, 3, 4, 2)  # (n, T, 3, H, W) → (n, T, H, W, 3)
 
-    def separate_stream(self, frames: Iterable[np.ndarray], window: int = 32, overlap: int = 8, max_size: int | None = 256) -> Iterator[np.ndarray]:
-        """Separate a stream of ``(H, W, 3)`` uint8 frames; yields ``(n, H, W, 3)`` float32 layer
-        frames in [0, 1], one per input frame, in order. Memory holds one window."""
+    def _run_window(self, frames: Sequence[Sequence[torch.Tensor]], colour: ColourSpec | None, max_size: int | None,
+                    stats: "SeparationStats | None" = None) -> "_Window":
+        """The network on one window of frames, each three planes ``(H_p, W_p)``, uint8 or float
+        in code value / 255 (RGB when ``colour`` is None, else Y'CbCr with smaller chroma). Returns
+        the window's small RGB layers and, per frame, what brings them to full resolution."""
+        stats = stats or SeparationStats()
+        started = time.perf_counter()
+        h, w = frames[0][0].shape[-2:]
+        small_size = _network_size(h, w, max_size)
+        # A few frames at a time: a full-HD window never exists as one full-size tensor.
+        chunks = [frames[i : i + 8] for i in range(0, len(frames), 8)]
+        small = torch.stack([torch.cat([_resize(torch.stack([f[c] for f in chunk]), small_size) for chunk in chunks]) for c in range(3)])
+        rgb = planes_to_rgb(small, colour).clamp(0, 1).to(self.device).unsqueeze(0)
+        if use_channels_last(self.device, self.amp_dtype):
+            rgb = rgb.contiguous(memory_format=torch.channels_last_3d)
+        stats.add("resize", started)
+        started = time.perf_counter()
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            layers_rgb = self.net(rgb).float()[0]  # (n, 3, T, h', w')
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        stats.add("network", started)
+        started = time.perf_counter()
+        return _Window(layers_rgb.cpu(), small, colour, full_size=small_size == (h, w))
+    def separate_stream(self, frames: Iterable[np.ndarray], window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP,
+                        max_size: int | None = 256) -> Iterator[np.ndarray]:
+        """Separate a stream of ``(H, W, 3)`` uint8 RGB frames; yields ``(n, H, W, 3)`` float32 layer
+        frames in [0, 1], one per input frame, in order. Memory holds about two windows."""
+        planes = (torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1) for f in frames)
+        for layer_planes in self.separate_planes(planes, None, window, overlap, max_size):
+            yield torch.stack(layer_planes, -1).div_(255).clamp_(0, 1).numpy()
+
+    @torch.inference_mode()
+    def separate_planes(self, frames: Iterable[Sequence[torch.Tensor]], colour: ColourSpec | None, window: int = DEFAULT_WINDOW,
+                        overlap: int = DEFAULT_OVERLAP, max_size: int | None = 256, stats: "SeparationStats | None" = None,
+                        select: Callable[[np.ndarray], Sequence[int]] | None = None) -> Iterator[list[torch.Tensor]]:
+        """The streaming core: frames as three uint8 planes (RGB when ``colour`` is None, else the
+        file's Y'CbCr, chroma at half size) → per frame, three float planes ``(n, H_p, W_p)`` in code
+        values (0-255), unclamped.
+
+        Windows start every ``window - overlap`` frames and the last one is the video's last
+        ``window`` frames, so every window has its full temporal context. A frame covered by several
+        windows is their weighted mean, each window weighing its frames by how central they sit in
+        it (a triangle), after each window's layers were put in the order that best continues the
+        previous window's on the frames they share (matched at the network's size).
+
+        ``select``, given the first window's ``(n, n)`` layer distances, names the layers to bring
+        to full resolution (default: all); the others cost nothing more.
+        """
         if window < 1 or overlap < 0 or overlap >= window:
             raise ValueError("need window ≥ 1 and 0 ≤ overlap < window")
-        buffer: list[np.ndarray] = []
-        pending: torch.Tensor | None = None  # the previous window's last `overlap` layer frames
-        previous_tail: torch.Tensor | None = None
-        first_window = True
+        stats = stats if stats is not None else SeparationStats()
         iterator = iter(frames)
-        exhausted = False
-        while not exhausted:
-            while len(buffer) < window:
+        held: dict[int, Sequence[torch.Tensor]] = {}  # input frames not yet emitted or still needed
+        sums: dict[int, list] = {}  # frame → [weight, weighted recipe]
+        loaded, exhausted, start, covered = 0, False, 0, 0
+        previous: torch.Tensor | None = None  # the last window's small RGB layers, every other pixel
+        next_out = 0
+        keep: torch.Tensor | None = None
+        while True:
+            while not exhausted and loaded < start + window:
+                began = time.perf_counter()
                 frame = next(iterator, None)
+                stats.add("decode", began)
                 if frame is None:
                     exhausted = True
+                else:
+                    held[loaded] = frame
+                    loaded += 1
+            if exhausted:
+                if loaded == 0 or covered >= loaded:
                     break
-                buffer.append(frame)
-            if first_window and not buffer:
-                return
-            new_frames = len(buffer) - (0 if first_window else overlap)
-            if new_frames <= 0:
+                start = max(0, loaded - window)
+            end = min(start + window, loaded)
+            while next_out < start:  # no later window reaches these frames
+                yield self._emit(held.pop(next_out), sums.pop(next_out), keep, stats)
+                next_out += 1
+            result = self._run_window([held[t] for t in range(start, end)], colour, max_size, stats)
+            began = time.perf_counter()
+            if previous is not None:
+                shared = max(1, covered - start)
+                # Every other pixel is plenty to tell layers apart, at a quarter of the cost.
+                result.reorder(_match_layers(previous[:, :, -shared:], result.layers_rgb[:, :, :shared, ::2, ::2]))
+            previous = result.layers_rgb[:, :, :, ::2, ::2].clone()
+            stats.distance += _distance_matrix(result.layers_rgb[:, :, :, ::2, ::2])
+            if keep is None:
+                keep = torch.as_tensor(list(select(np.asarray(stats.distance)) if select else range(result.layers_rgb.shape[0])))
+            stats.add("match", began)
+            began = time.perf_counter()
+            result.prepare(keep)
+            stats.add("upsample", began)
+            for k, weight in enumerate(_triangle(end - start)):
+                entry = sums.setdefault(start + k, [0.0, None])
+                entry[0] += weight
+                entry[1] = result.recipe(k, weight, entry[1])
+            covered = end
+            del result  # its tensors live on in the recipes' copies only: one window in memory at a time
+            if exhausted and covered >= loaded:
                 break
-            clip = torch.from_numpy(np.stack(buffer)).float() / 255.0
-            layers = self.separate_window(clip, max_size).cpu()  # (n, T, H, W, 3)
-            shared = 0 if first_window else min(overlap, layers.shape[1])
-            if previous_tail is not None:
-                layers = layers[_match_layers(previous_tail, layers[:, : max(shared, 1)])]
-            if shared:
-                ramp = torch.linspace(0, 1, shared + 2)[1:-1].view(1, shared, 1, 1, 1)
-                for k in range(shared):
-                    mixed = (1 - ramp[:, k]) * pending[:, k] + ramp[:, k] * layers[:, k]
-                    yield mixed.clamp(0, 1).numpy()
-            keep = overlap if not exhausted else 0
-            end = layers.shape[1] - keep
-            for k in range(shared, end):
-                yield layers[:, k].clamp(0, 1).numpy()
-            pending = layers[:, end:]
-            previous_tail = layers[:, -max(overlap, 1):]
-            buffer = buffer[len(buffer) - overlap:] if overlap else []
-            first_window = False
-        if pending is not None:
-            for k in range(pending.shape[1]):
-                yield pending[:, k].clamp(0, 1).numpy()
+            start += window - overlap
+        while next_out < loaded:
+            yield self._emit(held.pop(next_out), sums.pop(next_out), keep, stats)
+            next_out += 1
 
-    def separate(self, video: torch.Tensor | np.ndarray, window: int = 32, overlap: int = 8, max_size: int | None = None) -> torch.Tensor:
+    def _emit(self, frame: Sequence[torch.Tensor], entry: list, keep: torch.Tensor, stats: "SeparationStats") -> list[torch.Tensor]:
+        began = time.perf_counter()
+        weight, recipe = entry
+        out = _Window.synthesise_recipe(recipe, weight, frame)
+        stats.add("upsample", began)
+        return out
+
+    def separate(self, video: torch.Tensor | np.ndarray, window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP, max_size: int | None = None) -> torch.Tensor:
         """Separate a whole video held in memory.
 
         Args:
@@ -174,15 +234,131 @@ class Centrifuge:
         return torch.from_numpy(np.stack(list(self.separate_stream(frames, window, overlap, max_size)), axis=1))
 
 
+@dataclass
+class SeparationStats:
+    """Where a separation's time went (seconds per stage) and how far apart its layers are."""
+
+    seconds: dict = field(default_factory=dict)
+    distance: np.ndarray | float = 0.0
+
+    def add(self, stage: str, since: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - since
+
+
+def window_starts(num_frames: int, window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP) -> list[int]:
+    """Where :meth:`Centrifuge.separate_planes` starts its windows on a video of ``num_frames``:
+    every ``window - overlap`` frames, the last one on the last ``window`` frames."""
+    starts, start = [], 0
+    while True:
+        starts.append(max(0, min(start, num_frames - window)))
+        if starts[-1] + window >= num_frames:
+            return starts
+        start += window - overlap
+
+
+def work_per_frame(num_frames: int, window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP) -> float:
+    """Frames the network computes per output frame."""
+    return sum(min(window, num_frames - s) for s in window_starts(num_frames, window, overlap)) / num_frames
+
+
+def _network_size(h: int, w: int, max_size: int | None) -> tuple[int, int]:
+    if max_size and max(h, w) > max_size:
+        scale = max_size / max(h, w)
+        return max(1, round(h * scale)), max(1, round(w * scale))
+    return h, w
+
+
+def _resize(plane: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(T, H, W)`` uint8 or float → float ``(T, *size)`` in code value / 255: antialiased when
+    shrinking (uint8 planes shrink before they become floats: far less memory at full HD),
+    bilinear when growing (chroma brought to the luma size)."""
+    shrink = size[0] < plane.shape[-2] or size[1] < plane.shape[-1]
+    if plane.dtype == torch.uint8 and not shrink:
+        plane = plane.float().div_(255)
+    if tuple(plane.shape[-2:]) != tuple(size):
+        plane = F.interpolate(plane.unsqueeze(1), size=size, mode="bilinear", antialias=shrink, align_corners=False).squeeze(1)
+    return plane.float().div_(255) if plane.dtype == torch.uint8 else plane
+
+
+def _triangle(length: int) -> torch.Tensor:
+    """Each frame's weight in its window: highest in the middle, lowest (never zero) at the edges."""
+    k = torch.arange(length, dtype=torch.float32)
+    return torch.minimum(k + 1, length - k)
+
+
+def _distance_matrix(layers: torch.Tensor) -> np.ndarray:
+    """Mean absolute difference between every two layers ``(n, …)``."""
+    flat = layers.reshape(layers.shape[0], -1)
+    return torch.cdist(flat, flat, p=1).numpy() / flat.shape[1]
+
+
+class _Window:
+    """One window's answer: its small RGB layers (for matching) and, once :meth:`prepare` chose the
+    layers to keep, a recipe per frame for their full-resolution planes: guided coefficients
+    ``(a, b)`` at the small size, or, when the network saw every pixel, the layers themselves."""
+
+    def __init__(self, layers_rgb: torch.Tensor, small_input: torch.Tensor, colour: ColourSpec | None, full_size: bool):
+        self.layers_rgb, self.small_input, self.colour, self.full_size = layers_rgb, small_input, colour, full_size
+        self.a = self.b = self.direct = None
+
+    def reorder(self, order: torch.Tensor) -> None:
+        self.layers_rgb = self.layers_rgb[order]
+
+    def prepare(self, keep: torch.Tensor) -> None:
+        """Compute the recipes of the ``keep`` layers, in code values (0-255) so that full-size
+        frames go in and out as bytes without a division or multiplication per pixel."""
+        layers = rgb_to_planes(self.layers_rgb[keep], self.colour)
+        if self.full_size:
+            self.direct = layers * 255
+        else:
+            self.a, self.b = guided_coefficients(self.small_input.cpu(), layers)
+            self.b = self.b * 255
+
+    def recipe(self, t: int, weight: float, total: tuple | None) -> tuple:
+        """Frame ``t``'s recipe times ``weight``, added to ``total``."""
+        if self.direct is not None:
+            mine = ("direct", self.direct[:, :, t] * weight)
+        else:
+            mine = ("guided", self.a[:, :, t] * weight, self.b[:, :, t] * weight)
+        if total is None:
+            return mine
+        return (mine[0],) + tuple(x + y for x, y in zip(total[1:], mine[1:]))
+
+    def synthesise(self, t: int, planes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Frame ``t``'s layers ``(n, 3, H, W)`` in [0, 1] (unclamped) from its planes in [0, 1]."""
+        return torch.stack(self.synthesise_recipe(self.recipe(t, 1.0, None), 1.0, [p * 255 for p in planes]), 1) / 255
+
+    @staticmethod
+    def synthesise_recipe(recipe: tuple, weight: float, planes: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Full-resolution layer planes ``(n, H_p, W_p)`` in code values (0-255, unclamped) from a
+        weighted recipe and the frame's planes (code values, uint8 or float)."""
+        planes = [p.float() for p in planes]
+        if recipe[0] == "direct":
+            small = recipe[1] / weight  # (n, 3, H, W) at the luma size
+            return [_resize(small[:, c], tuple(p.shape[-2:])) for c, p in enumerate(planes)]
+        a, b = recipe[1] / weight, recipe[2] / weight  # (n, 3, h, w)
+        if all(p.shape == planes[0].shape for p in planes):
+            out = apply_coefficients(a, b, torch.stack(list(planes)))
+            return [out[:, c] for c in range(3)]
+        luma = apply_coefficients(a[:, :1], b[:, :1], planes[0].unsqueeze(0))
+        chroma = apply_coefficients(a[:, 1:], b[:, 1:], torch.stack(list(planes[1:])))
+        return [luma[:, 0], chroma[:, 0], chroma[:, 1]]
+
+
+def _farthest_pair(distance: np.ndarray) -> tuple[int, int]:
+    """The two layers with the largest entry of a symmetric ``(n, n)`` distance matrix, ``i < j``."""
+    n = distance.shape[0]
+    i, j = np.unravel_index(np.argmax(distance + np.tril(np.full((n, n), -np.inf))), distance.shape)
+    return int(min(i, j)), int(max(i, j))
+
+
 def _match_layers(previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
     """The order of ``current``'s layers that best continues ``previous`` (Eq. 3 distance).
 
-    previous, current: ``(n, K, H, W, 3)`` on the shared frames. Returns ``(n,)`` indices.
+    previous, current: ``(n, 3, K, h, w)`` on the shared frames. Returns ``(n,)`` indices.
     """
-    k = min(previous.shape[1], current.shape[1])
-    prev = previous[:, -k:].permute(0, 4, 1, 2, 3).unsqueeze(0)  # (1, n, 3, K, H, W)
-    cur = current[:, :k].permute(0, 4, 1, 2, 3).unsqueeze(0)
-    costs = pairwise_loss_matrix(cur, prev)  # (1, n current, n previous)
+    k = min(previous.shape[2], current.shape[2])
+    costs = pairwise_loss_matrix(current[:, :, :k].unsqueeze(0), previous[:, :, -k:].unsqueeze(0))  # (1, n current, n previous)
     return best_assignment(costs)[0]
 
 
@@ -223,8 +399,8 @@ def separate_file(
     path: str | os.PathLike,
     out_root: str | os.PathLike,
     all_layers: bool = False,
-    window: int = 32,
-    overlap: int = 8,
+    window: int = DEFAULT_WINDOW,
+    overlap: int = DEFAULT_OVERLAP,
     max_size: int | None = 256,
     force: bool = False,
     progress: bool = True,
@@ -246,17 +422,32 @@ def separate_file(
         work = Path(out_root.resolve() / f".{folder.name}.partial")
         if work.exists():
             shutil.rmtree(work)
-        (work / "all").mkdir(parents=True)
+        work.mkdir(parents=True)
     except OSError as e:
         raise SeparationError(f"{out_root}: cannot write there ({e.strerror})") from None
 
     n = model.num_layers
-    writers = [VideoWriter(work / "all" / f"layer{i + 1}.mp4", fps=info.fps) for i in range(n)]
-    # The input re-encoded beside the layers: the page plays it whatever the original's codec.
-    writers.append(VideoWriter(work / "input.mp4", fps=info.fps))
+    colour = first_colour(path, info)
+    # Each output is encoded on a thread of its own (x264 releases the GIL), overlapping the network.
+    # Without --all-layers only the pair is brought to full resolution and encoded: the two layers
+    # farthest apart on the first window (later windows are matched to it, so the slots hold).
+    names = [f"layers/layer{i + 1}.mp4" for i in range(n)] if all_layers else [".pair1.mp4", ".pair2.mp4"]
+    if all_layers:
+        (work / "layers").mkdir()
+    writers = [BackgroundWriter(VideoWriter(work / name, fps=info.fps, colour=colour)) for name in names]
+    # The input beside the layers, for the page: copied when a browser plays it as it is (H.264
+    # 4:2:0, the usual case: one encoder fewer), else re-encoded as the frames go by.
+    input_copied = copy_browser_playable(path, work / "input.mp4", info)
+    input_writer = None if input_copied else BackgroundWriter(VideoWriter(work / "input.mp4", fps=info.fps, colour=colour))
     times = _preview_times(info.num_frames)
     preview_inputs, preview_layers = {}, {}
-    distance = np.zeros((n, n))
+    stats = SeparationStats()
+    chosen: list[tuple[int, int]] = []
+
+    def choose(distance: np.ndarray) -> Sequence[int]:
+        chosen.append(_farthest_pair(distance))
+        return range(n) if all_layers else chosen[0]
+
     started = time.time()
     count = 0
     bar = None
@@ -265,53 +456,58 @@ def separate_file(
 
         bar = tqdm(total=info.num_frames, unit="frame", desc=path.name[:30], dynamic_ncols=True)
     try:
-        source = _recording(iter_frames(path, info), preview_inputs, set(times), writers[n])
-        for layer_frames in model.separate_stream(source, window, overlap, max_size):
-            flat = layer_frames.reshape(n, -1)
-            distance += np.abs(flat[:, None] - flat[None]).mean(-1)
-            as_uint8 = (layer_frames * 255.0 + 0.5).astype(np.uint8)
-            for i in range(n):
-                writers[i].write(as_uint8[i])
+        source = _recording(iter_planes(path, info), preview_inputs, set(times), input_writer)
+        for layer_planes in model.separate_planes(source, colour, window, overlap, max_size, stats, select=choose):
+            began = time.perf_counter()
+            as_uint8 = [torch.clamp(p + 0.5, 0, 255).to(torch.uint8).numpy() for p in layer_planes]
+            stats.add("upsample", began)
+            began = time.perf_counter()
+            for i, writer in enumerate(writers):
+                writer.write_planes(as_uint8[0][i], as_uint8[1][i], as_uint8[2][i])
+            stats.add("encode_wait", began)
             if count in times:
-                preview_layers[count] = as_uint8
+                preview_layers[count] = planes_to_rgb_uint8([torch.from_numpy(p) for p in as_uint8], colour)
             count += 1
             if bar is not None:
                 bar.update(1)
         if count == 0:
             raise VideoError(f"{path}: no frame could be decoded")
-        for w in writers:
+        began = time.perf_counter()
+        for w in writers + [input_writer] * (input_writer is not None):
             w.close()
+        stats.add("encode_wait", began)
     except BaseException:
-        for w in writers:
+        for w in writers + [input_writer] * (input_writer is not None):
             w.abort()
         shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
         if bar is not None:
             bar.close()
+    stats.seconds["encode_threads"] = sum(w.busy for w in writers + [input_writer] * (input_writer is not None))
     if count < info.num_frames:
         log.warning("%s: the stream broke after %d of %d frames; separated what decoded", path, count, info.num_frames)
     elapsed = time.time() - started
-    i, j = np.unravel_index(np.argmax(distance + np.tril(np.full((n, n), -np.inf))), distance.shape)
-    pair = (int(min(i, j)), int(max(i, j)))
+    pair = chosen[0]
     for rank, index in enumerate(pair):
         target = work / f"layer{rank + 1}.mp4"
-        source_file = work / "all" / f"layer{index + 1}.mp4"
+        source_file = work / (f"layers/layer{index + 1}.mp4" if all_layers else f".pair{rank + 1}.mp4")
         if info.has_audio:
             mux_audio(source_file, path, target)
         else:
             shutil.copyfile(source_file, target)
-    if all_layers:
-        (work / "all").rename(work / "layers")
-    else:
-        shutil.rmtree(work / "all")
+        if not all_layers:
+            source_file.unlink()
     kept = sorted(preview_layers)
-    write_preview(work / "preview.png", [preview_inputs[t] for t in kept], [preview_layers[t] for t in kept], pair, kept)
+    inputs = [planes_to_rgb_uint8([torch.from_numpy(p) for p in preview_inputs[t]], colour) for t in kept]
+    write_preview(work / "preview.png", inputs, [preview_layers[t] for t in kept], pair if all_layers else (0, 1), kept)
     payload = {
         "input": str(path), "model": model.name, "num_layers": n, "pair": list(pair), "frames": count,
         "fps": info.fps, "width": info.width, "height": info.height, "window": window, "overlap": overlap,
         "max_size": max_size, "device": str(model.device), "seconds": round(elapsed, 3),
-        "frames_per_second": round(count / max(elapsed, 1e-9), 3),
+        "frames_per_second": round(count / max(elapsed, 1e-9), 3), "colour": colour.to_dict(),
+        "pair_over_whole_video": list(_farthest_pair(np.asarray(stats.distance))), "input_copied": input_copied,
+        "stage_seconds": {k: round(v, 3) for k, v in sorted(stats.seconds.items())},
     }
     (work / "info.json").write_text(json.dumps(payload, indent=2))
     write_html(work / "index.html", input_name=path.name, layer_files=["layer1.mp4", "layer2.mp4"], info=payload, input_file="input.mp4")
@@ -321,13 +517,15 @@ def separate_file(
     return SeparationReport(input=str(path), folder=folder, frames=count, seconds=elapsed, pair=pair)
 
 
-def _recording(frames: Iterable[np.ndarray], store: dict, wanted: set[int], writer: VideoWriter) -> Iterator[np.ndarray]:
-    """Pass frames through, keeping those at the preview times and re-encoding each for the page."""
-    for index, frame in enumerate(frames):
+def _recording(frames: Iterable[tuple], store: dict, wanted: set[int], writer: "BackgroundWriter | None") -> Iterator[list[torch.Tensor]]:
+    """Pass ``iter_planes`` frames through as tensors, keeping those at the preview times and
+    re-encoding each for the page when a writer is given."""
+    for index, (planes, _) in enumerate(frames):
         if index in wanted:
-            store[index] = frame
-        writer.write(frame)
-        yield frame
+            store[index] = planes
+        if writer is not None:
+            writer.write_planes(*planes)
+        yield [torch.from_numpy(p) for p in planes]
 
 
 def separate_files(model: Centrifuge, inputs: Sequence[str], out_root: str, progress: bool = True, **options) -> list[str]:

@@ -1,0 +1,77 @@
+"""Bringing layers separated at a small size back to full resolution (guided upsampling).
+
+The network sees frames at most ``max_size`` pixels across. Around every small pixel a local linear
+model ``layer ≈ a · input + b`` is fitted (a guided filter, He, Sun and Tang), per colour plane: ``a``
+says how much of the input's local variation belongs to that layer. The coefficients are smooth, so
+they are upsampled and applied to the full-resolution input, and the input's fine detail goes to
+the layer whose small version holds that structure, and not to the others.
+
+Where the small input is flat (its local variance below ``eps``) no fit is possible; there the detail
+the small frames cannot attribute goes to every layer whole, as a plain "input + upsampled
+difference" would do. With ``eps`` → ∞ this is exactly that older rule.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+RADIUS = 2  # of the box window, in small pixels: 5 × 5
+EPS = 1e-5  # (code value / 255)²: a local standard deviation of 0.8 code values (oracle: see tests)
+
+
+def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a ``(2r+1)²`` window of the last two dimensions; windows shrink at the borders.
+    Sums of shifted slices, rows then columns: three times faster here than ``avg_pool2d``."""
+    if radius == 0:
+        return x
+    h, w = x.shape[-2:]
+    padded = F.pad(x.reshape(-1, h, w), (radius, radius, radius, radius))
+    rows = padded[:, 0:h]
+    for k in range(1, 2 * radius + 1):
+        rows = rows + padded[:, k : k + h]
+    total = rows[:, :, 0:w]
+    for k in range(1, 2 * radius + 1):
+        total = total + rows[:, :, k : k + w]
+    return (total / _window_counts(h, w, radius, x.device)).reshape(x.shape)
+
+
+def _window_counts(h: int, w: int, radius: int, device: torch.device) -> torch.Tensor:
+    """How many pixels each window holds (fewer at the borders), ``(h, w)``."""
+    rows = torch.clamp(torch.arange(h, device=device), max=radius) + torch.clamp(h - 1 - torch.arange(h, device=device), max=radius) + 1
+    cols = torch.clamp(torch.arange(w, device=device), max=radius) + torch.clamp(w - 1 - torch.arange(w, device=device), max=radius) + 1
+    return (rows[:, None] * cols[None]).float()
+
+
+def guided_coefficients(guide: torch.Tensor, layers: torch.Tensor, radius: int = RADIUS, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit ``layers ≈ a · guide + b`` locally.
+
+    Args:
+        guide: the small input, ``(C, T, h, w)``.
+        layers: the small layers, ``(n, C, T, h, w)``.
+    Returns:
+        ``(a, b)``, each ``(n, C, T, h, w)``; the full-resolution layer is
+        ``upsample(a) · input + upsample(b)``. He et al. smooth ``a`` and ``b`` once more with the
+        same box; here the bilinear upsampling does that, at 40 % of the fit's cost saved (the
+        oracle figures of tests/test_separate.py did not move: 1.8 % vs 1.8 % of detail to black).
+    """
+    radius = max(0, min(radius, (min(guide.shape[-2:]) - 1) // 2))
+    mean_guide = box_mean(guide, radius)
+    variance = (box_mean(guide * guide, radius) - mean_guide * mean_guide).clamp_min(0)
+    mean_layers = box_mean(layers, radius)
+    covariance = box_mean(layers * guide, radius) - mean_layers * mean_guide
+    a = (covariance + eps) / (variance + eps)  # + eps: what cannot be attributed goes to every layer
+    b = mean_layers - a * mean_guide
+    return a, b
+
+
+def apply_coefficients(a: torch.Tensor, b: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
+    """``(n, k, h, w)`` coefficients and a full-resolution ``(k, H, W)`` input (float, code value /
+    255) → ``(n, k, H, W)`` layer planes."""
+    n, k = a.shape[:2]
+    size = plane.shape[-2:]
+    both = torch.cat([a, b], 1).reshape(1, 2 * n * k, *a.shape[-2:])
+    if tuple(both.shape[-2:]) != tuple(size):
+        both = F.interpolate(both, size=size, mode="bilinear", align_corners=False)
+    both = both.reshape(n, 2, k, *size)  # per layer: its k a-planes, then its k b-planes
+    return torch.addcmul(both[:, 1], both[:, 0], plane.unsqueeze(0))
