@@ -111,6 +111,12 @@ def inference_seconds(model: torch.nn.Module, frames: int, size: int, device: to
 def separate_frames_per_second(height: int, num_frames: int, device: str, model_path: str | None = None) -> float:
     """``separate`` end to end (decode, network, encode) on a generated ``height``p input, with the
     bundled model or ``model_path``."""
+    return separate_timing(height, num_frames, device, model_path)["frames_per_second"]
+
+
+def separate_timing(height: int, num_frames: int, device: str, model_path: str | None = None) -> dict:
+    """Frames/s of ``separate_file`` on a generated ``height``p input and where its time went
+    (seconds per stage, from the run's info.json; ``encode_threads`` runs beside the others)."""
     from .separate import Centrifuge, separate_file
     from .synthetic import synthetic_video
     from .video import write_video
@@ -120,8 +126,67 @@ def separate_frames_per_second(height: int, num_frames: int, device: str, model_
         video = write_video(Path(tmp) / f"input{height}p.mp4", synthetic_video(0, num_frames, height, width), fps=25)
         model = Centrifuge.from_pretrained(model_path, device=device)
         started = time.perf_counter()
-        separate_file(model, video, Path(tmp) / "out", progress=False)
-        return num_frames / (time.perf_counter() - started)
+        report = separate_file(model, video, Path(tmp) / "out", progress=False)
+        seconds = time.perf_counter() - started
+        stages = json.loads((report.folder / "info.json").read_text())["stage_seconds"]
+    return {"frames": num_frames, "size": [height, width], "frames_per_second": num_frames / seconds,
+            "ms_per_frame": {k: 1000 * v / num_frames for k, v in stages.items()}}
+
+
+def separate_figures(device: str = "auto", quick: bool = False) -> dict:
+    """``bench --only separate``: 224p and 720p frames/s with their stage breakdown, 1080p peak
+    memory, the network's work per output frame, and (with the shared videos) how fine detail is
+    handed out at 720p and whether window joins show."""
+    from .separate import DEFAULT_OVERLAP, DEFAULT_WINDOW, work_per_frame
+
+    n = 32 if quick else 96
+    out: dict = {"224p": separate_timing(224, n, device), "720p": separate_timing(720, n, device)}
+    out["720p_over_224p"] = out["720p"]["frames_per_second"] / out["224p"]["frames_per_second"]
+    out["1080p_memory"] = separate_memory_by_length((n / 25 / 60,), fps=25, height=1080)[0]
+    out["work_per_output_frame"] = {"window": DEFAULT_WINDOW, "overlap": DEFAULT_OVERLAP, "64_frames": work_per_frame(64),
+                                    "long_video": work_per_frame(100_000)}
+    from .evaluate import default_videos_dir
+
+    videos = default_videos_dir()
+    if videos is not None and not quick:
+        out.update(_detail_and_seams(videos))
+    return out
+
+
+def _detail_and_seams(videos: Path) -> dict:
+    from .evaluate import HELD_BACK_VIDEOS, benchmark_pairs, black_filter_oracle, fine_detail_shares, seam_profile
+    from .separate import Centrifuge
+    from .video import read_clip
+
+    bundled = Centrifuge.from_pretrained()
+    frames = torch.from_numpy(read_clip(videos / "bigbuckbunny.mp4", 40, 16))
+    detail = {"bundled": fine_detail_shares(bundled, frames),
+              "oracle": fine_detail_shares(Centrifuge(black_filter_oracle(), name="oracle", precision="fp32"), frames)}
+    pairs = benchmark_pairs(",".join(str(videos / v) for v in HELD_BACK_VIDEOS), 8, 96, 112, seed=0)
+    seams = [seam_profile(bundled, pairs, window, overlap) for window, overlap in ((32, 0), (32, 8), (64, 8))]
+    return {"fine_detail_720p_over_black": detail, "seams": seams}
+
+
+def format_separate(r: dict) -> str:
+    lines = []
+    for key in ("224p", "720p"):
+        t = r[key]
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in sorted(t["ms_per_frame"].items()))
+        lines.append(f"separate {key} ({t['size'][1]}x{t['size'][0]}, {t['frames']} frames): {t['frames_per_second']:.1f} frames/s; ms per frame: {stages}")
+    m = r["1080p_memory"]
+    w = r["work_per_output_frame"]
+    lines += [f"720p frames/s = {100 * r['720p_over_224p']:.0f}% of 224p's",
+              f"1080p: {m['frames']} frames at {m['frames_per_second']:.1f} frames/s, peak resident {m['peak_mib']:.0f} MiB",
+              f"network frames per output frame (window {w['window']}, overlap {w['overlap']}): {w['64_frames']:.2f} for a 64-frame clip, "
+              f"{w['long_video']:.2f} for a long video"]
+    if "fine_detail_720p_over_black" in r:
+        for name, d in r["fine_detail_720p_over_black"].items():
+            lines.append(f"fine detail, 720p video over black, {name}: black layer {100 * d['black']:.0f}% of the blend's, "
+                         f"video layer {100 * d['video']:.0f}% of its own")
+        for s in r["seams"]:
+            lines.append(f"seam, window {s['window']} overlap {s['overlap']}: loss near joins / elsewhere = {s['ratio']:.3f} "
+                         f"({s['joins']} joins in {s['frames']} frames, work {s['work_per_frame']:.2f} per frame)")
+    return "\n".join(lines)
 
 
 def decode_frames_per_second(num_frames: int = 64, size: int = 64) -> float:
@@ -252,6 +317,10 @@ def main(device: str = "auto", quick: bool = False, json_path: str | None = None
     if only == "data":
         results = {"device": str(resolve_device(device)), "torch": torch.__version__, "data": data_clips_per_second(device, quick=quick)}
         print(format_data(results["data"]))
+    elif only == "separate":
+        results = {"device": str(resolve_device(device)), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                   "separate": separate_figures(device, quick)}
+        print(format_separate(results["separate"]))
     else:
         results = run(device, quick)
         results["data"] = data_clips_per_second(device, quick=quick)
@@ -407,8 +476,10 @@ _MEASURE_SEPARATE = """
 import resource, sys, time
 from centrifuge.cli import main
 started = time.perf_counter()
-code = main(["separate", sys.argv[1], "-o", sys.argv[2], "--force"])
-print(code, time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+code = main(["separate", sys.argv[1], "-o", sys.argv[2], "--force", "--quiet"])
+# VmHWM: this process's own peak (ru_maxrss would carry the parent's peak across exec on Linux).
+peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(code, time.perf_counter() - started, peak_kib / 1024)
 """
 
 
