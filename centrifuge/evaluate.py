@@ -536,8 +536,8 @@ def fine_detail_shares(model, frames: torch.Tensor, max_size: int = 256, window:
         low = F.interpolate(F.interpolate(flat, size=small, mode="bilinear", antialias=True), size=(h, w), mode="bilinear")
         return (flat - low).permute(0, 2, 3, 1).reshape(x.shape)
 
-    darkness = layers.mean(dim=(1, 2, 3, 4))
-    black_layer, others = int(darkness.argmin()), [i for i in range(layers.shape[0]) if i != int(darkness.argmin())]
+    black_layer = int(layers.mean(dim=(1, 2, 3, 4)).argmin())
+    others = [i for i in range(layers.shape[0]) if i != black_layer]
     errors = torch.stack([(layers[i] - video).abs().mean() for i in others])
     video_layer = others[int(errors.argmin())]
     fine_blend, fine_video = fine(blend.float() / 255), fine(video)
@@ -551,7 +551,7 @@ def seam_profile(model, pairs: torch.Tensor, window: int, overlap: int) -> dict[
     through ``Centrifuge.separate`` (the streaming path) and compares Eq. 3 per frame, with the
     layers matched once over the whole clip, on frames within 2 of a join (where two windows meet)
     and on the others. ``ratio`` near 1: no seam."""
-    from .separate import window_starts
+    from .separate import window_starts, work_per_frame
 
     num_frames = pairs.shape[3]
     starts = window_starts(num_frames, window, overlap)
@@ -570,4 +570,4 @@ def seam_profile(model, pairs: torch.Tensor, window: int, overlap: int) -> dict[
     losses = torch.stack(per_frame).mean(0)
     return {"window": window, "overlap": overlap, "frames": num_frames, "joins": len(starts) - 1,
             "near_join": float(losses[near].mean()), "elsewhere": float(losses[~near].mean()),
-            "ratio": float(losses[near].mean() / losses[~near].mean()), "work_per_frame": sum(min(window, num_frames - st) for st in starts) / num_frames}
+            "ratio": float(losses[near].mean() / losses[~near].mean()), "work_per_frame": work_per_frame(num_frames, window, overlap)}

@@ -3,11 +3,12 @@
 Long videos go through the network in overlapping temporal windows, streamed (decode, separate,
 encode as we go), so memory does not grow with the video's length. Each window's layers are
 matched to the previous window's on the shared frames (the permutation with the lowest Eq. 3 loss,
-as in the training loss) and cross-faded, so a layer never jumps to another slot mid-video.
+as in the training loss) and blended by how central each frame sits in its window, so a layer
+never jumps to another slot mid-video. Files are read and written as their own Y'CbCr planes.
 
-Frames larger than ``max_size`` are separated at that size; the full-resolution layer is the input
-frame plus the upsampled difference between the small layer and the small input, so the fine
-detail both layers share is kept.
+Frames larger than ``max_size`` are separated at that size and brought back by a guided filter
+(:mod:`centrifuge.guided`): each layer gets the input's fine detail that its small version accounts
+for, not a copy of all of it.
 """
 
 from __future__ import annotations
@@ -128,8 +129,8 @@ class Centrifuge:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         stats.add("network", started)
-        started = time.perf_counter()
         return _Window(layers_rgb.cpu(), small, colour, full_size=small_size == (h, w))
+
     def separate_stream(self, frames: Iterable[np.ndarray], window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP,
                         max_size: int | None = 256) -> Iterator[np.ndarray]:
         """Separate a stream of ``(H, W, 3)`` uint8 RGB frames; yields ``(n, H, W, 3)`` float32 layer
@@ -181,7 +182,7 @@ class Centrifuge:
                 start = max(0, loaded - window)
             end = min(start + window, loaded)
             while next_out < start:  # no later window reaches these frames
-                yield self._emit(held.pop(next_out), sums.pop(next_out), keep, stats)
+                yield self._emit(held.pop(next_out), sums.pop(next_out), stats)
                 next_out += 1
             result = self._run_window([held[t] for t in range(start, end)], colour, max_size, stats)
             began = time.perf_counter()
@@ -207,10 +208,10 @@ class Centrifuge:
                 break
             start += window - overlap
         while next_out < loaded:
-            yield self._emit(held.pop(next_out), sums.pop(next_out), keep, stats)
+            yield self._emit(held.pop(next_out), sums.pop(next_out), stats)
             next_out += 1
 
-    def _emit(self, frame: Sequence[torch.Tensor], entry: list, keep: torch.Tensor, stats: "SeparationStats") -> list[torch.Tensor]:
+    def _emit(self, frame: Sequence[torch.Tensor], entry: list, stats: "SeparationStats") -> list[torch.Tensor]:
         began = time.perf_counter()
         weight, recipe = entry
         out = _Window.synthesise_recipe(recipe, weight, frame)
