@@ -36,6 +36,7 @@ class BenchmarkRow:
     ssim_blend: float = float("nan")
     worse: int = 0  # pairs whose loss exceeds the identity baseline's
     count: int = 0
+    other_detail: float = float("nan")  # share of a layer's detail that is the other scene's (see other_scene_share)
 
     @property
     def ratio(self) -> float:
@@ -44,7 +45,8 @@ class BenchmarkRow:
     def to_dict(self) -> dict:
         return {"name": self.name, "loss": self.loss, "identity": self.identity, "ratio": self.ratio, "ratio_se": self.ratio_se,
                 "psnr_layers": self.psnr_layers, "psnr_blend": self.psnr_blend, "ssim_layers": self.ssim_layers,
-                "ssim_blend": self.ssim_blend, "worse_than_identity": self.worse, "pairs": self.count, "seconds": self.seconds}
+                "ssim_blend": self.ssim_blend, "worse_than_identity": self.worse, "pairs": self.count,
+                "other_scene_detail": self.other_detail, "seconds": self.seconds}
 
 
 def ratio_standard_error(losses: torch.Tensor, identities: torch.Tensor) -> float:
@@ -75,6 +77,32 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7, sigma: float = 1.5) 
     c1, c2 = 0.01**2, 0.03**2
     value = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
     return value.mean(dim=(1, 2, 3)).view(*lead, c * t).mean(-1)
+
+
+def _spatial_gradients(video: torch.Tensor) -> torch.Tensor:
+    """Horizontal and vertical differences of ``(..., C, T, H, W)``, flattened to ``(..., D)``."""
+    dx = (video[..., :, 1:] - video[..., :, :-1]).flatten(-4)
+    dy = (video[..., 1:, :] - video[..., :-1, :]).flatten(-4)
+    return torch.cat([dx, dy], -1)
+
+
+def other_scene_share(matched: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
+    """How much of each output's detail is the *other* scene's: ``(N, 2, C, T, H, W)`` outputs matched
+    to their true layers → ``(N,)``, the mean over both layers of |b| / (|a| + |b|), where the
+    output's spatial gradients are fitted by least squares as a·(its own layer's) + b·(the other's).
+
+    Doing nothing (both outputs the blend) scores 0.5, and so does any brightness or contrast change
+    of the blend (a darker and a lighter copy); only taking one scene's edges out of the other lowers
+    it; a perfect separation scores 0. The loss ratio cannot tell these apart."""
+    g_out = _spatial_gradients(matched.float())
+    g_true = _spatial_gradients(layers.float())
+    own, other = g_true, g_true.flip(1)
+    design = torch.stack([own, other], -1)  # (N, 2, D, 2)
+    gram = design.transpose(-1, -2) @ design  # (N, 2, 2, 2)
+    rhs = design.transpose(-1, -2) @ g_out.unsqueeze(-1)
+    ridge = 1e-6 * gram.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None] * torch.eye(2)
+    coef = torch.linalg.solve(gram + ridge, rhs).squeeze(-1).abs()  # (N, 2, 2): |a|, |b|
+    return (coef[..., 1] / coef.sum(-1).clamp_min(1e-12)).mean(1)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -117,7 +145,7 @@ def score_model(model: CentrifugeNet, name: str, pairs: torch.Tensor, batch_size
     """PIT loss, identity loss, PSNR and SSIM of the matched layers of one model on fixed pairs (α = 0.5)."""
     model.eval()
     device = next(model.parameters()).device
-    losses, identities, gains, blends, ssims, blend_ssims = [], [], [], [], [], []
+    losses, identities, gains, blends, ssims, blend_ssims, others = [], [], [], [], [], [], []
     started = time.perf_counter()
     for start in range(0, len(pairs), batch_size):
         layers = pairs[start : start + batch_size].to(device)
@@ -131,11 +159,13 @@ def score_model(model: CentrifugeNet, name: str, pairs: torch.Tensor, batch_size
         blends.append(psnr(blend.unsqueeze(1), layers).mean(1).cpu())
         ssims.append(ssim(matched, layers).mean(1).cpu())
         blend_ssims.append(ssim(blend.unsqueeze(1).expand_as(layers), layers).mean(1).cpu())
+        others.append(other_scene_share(matched.cpu(), layers.cpu()))
     seconds = time.perf_counter() - started
     loss, identity = torch.cat(losses), torch.cat(identities)
     mean = lambda xs: float(torch.cat(xs).mean())  # noqa: E731
     return BenchmarkRow(name, float(loss.mean()), float(identity.mean()), mean(gains), mean(blends), seconds,
-                        ratio_standard_error(loss, identity), mean(ssims), mean(blend_ssims), int((loss > identity).sum()), len(loss))
+                        ratio_standard_error(loss, identity), mean(ssims), mean(blend_ssims), int((loss > identity).sum()), len(loss),
+                        mean(others))
 
 
 def identity_row(pairs: torch.Tensor) -> BenchmarkRow:
@@ -143,8 +173,9 @@ def identity_row(pairs: torch.Tensor) -> BenchmarkRow:
     identity = pit_loss(identity_outputs(blend), pairs).per_example
     blend_psnr = float(psnr(blend.unsqueeze(1), pairs).mean())
     blend_ssim = float(ssim(blend.unsqueeze(1).expand_as(pairs), pairs).mean())
+    other = float(other_scene_share(blend.unsqueeze(1).expand_as(pairs), pairs).mean())
     return BenchmarkRow("identity baseline", float(identity.mean()), float(identity.mean()), blend_psnr, blend_psnr, 0.0,
-                        0.0, blend_ssim, blend_ssim, 0, len(pairs))
+                        0.0, blend_ssim, blend_ssim, 0, len(pairs), other)
 
 
 def run_benchmark(models: Sequence[tuple[str, CentrifugeNet]], data: str, num_pairs: int = 24, num_frames: int = 32,
@@ -160,14 +191,15 @@ def run_benchmark(models: Sequence[tuple[str, CentrifugeNet]], data: str, num_pa
 
 
 def format_table(rows: Sequence[BenchmarkRow]) -> str:
-    lines = [f"{'model':<40} {'loss':>8} {'ratio':>7} {'± s.e.':>7} {'PSNR layers':>12} {'PSNR blend':>11} {'SSIM':>6} {'worse':>7} {'seconds':>8}"]
+    lines = [f"{'model':<40} {'loss':>8} {'ratio':>7} {'± s.e.':>7} {'PSNR layers':>12} {'PSNR blend':>11} {'SSIM':>6} {'other':>6} {'worse':>7} {'seconds':>8}"]
     for row in rows:
         seconds = "" if row.seconds == 0 else f"{row.seconds:8.1f}"
         se = "" if row.ratio_se != row.ratio_se else f"{row.ratio_se:7.3f}"
         worse = f"{row.worse}/{row.count}" if row.count else ""
         lines.append(f"{row.name[-40:]:<40} {row.loss:8.4f} {row.ratio:7.3f} {se:>7} {row.psnr_layers:10.2f}dB {row.psnr_blend:9.2f}dB "
-                     f"{row.ssim_layers:6.3f} {worse:>7} {seconds:>8}")
-    return "\n".join(lines)
+                     f"{row.ssim_layers:6.3f} {row.other_detail:6.3f} {worse:>7} {seconds:>8}")
+    return "\n".join(lines) + "\nother: share of each layer's detail that belongs to the other scene (0.5 = not separated, 0 = separated)"
+
 
 
 # --------------------------------------------------------------------------- the held-back benchmark

@@ -109,6 +109,19 @@ def test_ssim_is_one_for_equal_videos_and_falls_with_noise():
     assert float(ssim(video, noisy).max()) < 0.8
 
 
+def test_other_scene_share_is_blind_to_brightness_and_sees_separation():
+    from centrifuge.evaluate import other_scene_share
+
+    layers = torch.rand(3, 2, 3, 4, 24, 24, generator=torch.Generator().manual_seed(0))
+    blend = layers.mean(1, keepdim=True).expand_as(layers)
+    darker_and_lighter = torch.stack([0.6 * blend[:, 0] + 0.1, 1.3 * blend[:, 0] - 0.1], 1)
+    leaky = 0.8 * layers + 0.2 * layers.flip(1) + 0.05
+    assert torch.allclose(other_scene_share(layers, layers), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(other_scene_share(blend, layers), torch.full((3,), 0.5), atol=1e-4)
+    assert torch.allclose(other_scene_share(darker_and_lighter, layers), torch.full((3,), 0.5), atol=1e-4)
+    assert torch.allclose(other_scene_share(leaky, layers), torch.full((3,), 0.2), atol=1e-4)
+
+
 def test_the_ratio_standard_error_follows_the_spread_over_pairs():
     from centrifuge.evaluate import ratio_standard_error
 
