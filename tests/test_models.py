@@ -79,13 +79,38 @@ def test_predictor_corrector_adds_a_correction_to_the_prediction():
     assert model.correctors[0].encoder.Conv3d_1a_7x7.conv3d.in_channels == 3 * model.num_layers
 
 
-def test_symmetric_output_recomposes_the_blend():
-    model = build_model("tiny", output="symmetric").eval()
+@pytest.mark.parametrize("output", ["symmetric", "affine"])
+def test_symmetric_outputs_recompose_the_blend(output):
+    model = build_model("tiny", output=output).eval()
     video = torch.rand(1, 3, 8, 32, 32)
     with torch.no_grad():
         layers = model(video)
     half = model.num_layers // 2
     assert torch.allclose(0.5 * (layers[:, :half] + layers[:, half:]), video.unsqueeze(1).expand(-1, half, -1, -1, -1, -1), atol=1e-5)
+
+
+def test_affine_output_moves_the_blends_detail_by_a_gain():
+    model = build_model("tiny", output="affine").eval()
+    video = torch.rand(1, 3, 8, 32, 32)
+    half = model.num_layers // 2
+    with torch.no_grad():
+        # A head that says "gain 1 (tanh of a large number), offset 0" hands the whole blend's detail
+        # to one layer: V + V and V − V.
+        head = model.predictor.head
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor(([20.0] * 3 + [0.0] * 3) * half))
+        layers = model(video)
+    assert torch.allclose(layers[:, 0], 2 * video, atol=1e-5)
+    assert torch.allclose(layers[:, half], torch.zeros_like(video), atol=1e-5)
+
+
+def test_input_skip_feeds_the_input_itself_to_the_last_decoder_block():
+    model = build_model("tiny", output="affine", input_skip=True, correction_steps=1).eval()
+    assert model.predictor.decoder[-1].skip.conv3d.in_channels == 3
+    assert model.correctors[0].decoder[-1].skip.conv3d.in_channels == 3 * model.num_layers
+    assert build_model("tiny").predictor.decoder[-1].skip is None  # the paper's decoder: nothing finer than stride 2
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 5, 20, 28)).shape == (1, model.num_layers, 3, 5, 20, 28)
 
 
 def test_eval_mode_batchnorm_uses_running_statistics():

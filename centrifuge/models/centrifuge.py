@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .i3d import FINAL_ENDPOINTS
 from .unet import UNet
 
-OUTPUT_MODES = ("direct", "residual", "symmetric")
+OUTPUT_MODES = ("direct", "residual", "symmetric", "affine")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,14 @@ class ModelConfig:
         output: how the head's channels become layers. ``direct``: the head's output is the layer
             (the paper). ``residual``: the layer is the blend plus the head's output. ``symmetric``:
             the head predicts n/2 differences D and the layers are V + D and V − D, which recompose
-            the blend exactly when α = 0.5.
+            the blend exactly when α = 0.5. ``affine``: like ``symmetric``, but the difference is a
+            per-pixel linear function of the blend, D = tanh(A)·V + B, with the head predicting A and B.
+            Fine detail then reaches a layer by the network deciding, region by region, whose it is
+            (A near ±1 where one scene owns the edges, 0 where neither does), not by drawing it from
+            coarse features: a quarter-width decoder has 8 channels at full resolution, too few to
+            draw edges, and the other heads end up moving brightness between the layers.
+        input_skip: the decoder's last block also sees the input at full resolution (not in the paper,
+            whose finest skip is at stride 2).
     """
 
     num_layers: int = 4
@@ -42,6 +49,7 @@ class ModelConfig:
     width: float = 1.0
     correction_steps: int = 1
     output: str = "direct"
+    input_skip: bool = False
 
     def __post_init__(self):
         if self.num_layers < 2:
@@ -50,8 +58,8 @@ class ModelConfig:
             raise ValueError(f"final_endpoint must be one of {FINAL_ENDPOINTS}")
         if self.output not in OUTPUT_MODES:
             raise ValueError(f"output must be one of {OUTPUT_MODES}")
-        if self.output == "symmetric" and self.num_layers % 2:
-            raise ValueError("the symmetric output needs an even number of layers")
+        if self.output in ("symmetric", "affine") and self.num_layers % 2:
+            raise ValueError(f"the {self.output} output needs an even number of layers")
         if self.width <= 0 or self.correction_steps < 0:
             raise ValueError("width must be positive and correction_steps non-negative")
 
@@ -100,10 +108,10 @@ class CentrifugeNet(nn.Module):
         super().__init__()
         self.config = config
         n = config.num_layers
-        head = 3 * n // 2 if config.output == "symmetric" else 3 * n
-        self.predictor = UNet(3, head, config.final_endpoint, config.width)
+        head = 3 * n // 2 if config.output == "symmetric" else 3 * n  # affine: a gain and an offset per difference
+        self.predictor = UNet(3, head, config.final_endpoint, config.width, config.input_skip)
         # The correctors do not share weights with the predictor (section 3.2).
-        self.correctors = nn.ModuleList(UNet(3 * n, 3 * n, config.final_endpoint, config.width) for _ in range(config.correction_steps))
+        self.correctors = nn.ModuleList(UNet(3 * n, 3 * n, config.final_endpoint, config.width, config.input_skip) for _ in range(config.correction_steps))
 
     @property
     def num_layers(self) -> int:
@@ -119,7 +127,15 @@ class CentrifugeNet(nn.Module):
             return head.view(b, self.num_layers, 3, t, h, w)
         if self.config.output == "residual":
             return video.unsqueeze(1) + head.view(b, self.num_layers, 3, t, h, w)
-        difference = head.view(b, self.num_layers // 2, 3, t, h, w)
+        pairs = self.num_layers // 2
+        if self.config.output == "affine":
+            gain, offset = head.view(b, pairs, 2, 3, t, h, w).unbind(2)
+            # The gain lives in [-1, 1], where it means something: +1 hands the blend's detail to the
+            # first layer of the pair (2V and 0), −1 to the second. Unbounded, a few pixels of a
+            # layer were scaled far out of range on unseen video.
+            difference = torch.tanh(gain) * video.unsqueeze(1) + offset
+        else:
+            difference = head.view(b, pairs, 3, t, h, w)
         return torch.cat([video.unsqueeze(1) + difference, video.unsqueeze(1) - difference], dim=1)
 
     def forward(self, video: torch.Tensor, return_all: bool = False) -> torch.Tensor | list[torch.Tensor]:

@@ -15,7 +15,9 @@ encoder level at a time::
 Each step is an up-block: a transposed convolution (kernel 4, stride 2 along each dimension that
 doubles; kernel 3, stride 1 where the size stays) → BatchNorm → ReLU; then the skip, reduced by a
 1×1×1 convolution to half the block's channels, is concatenated and mixed by a 3×3×3 convolution →
-BatchNorm → ReLU. Time is upsampled ×2 three times and space ×2 five times. A last 3×3×3
+BatchNorm → ReLU. With ``input_skip`` the last block also takes the input itself as its skip: the
+paper's decoder has nothing finer than stride 2, so every full-resolution edge of a layer must be
+drawn from half-resolution features. Time is upsampled ×2 three times and space ×2 five times. A last 3×3×3
 convolution gives the output channels, linear. With a shallower encoder (Mixed_3c or Mixed_4f,
 Table 4) the decoder starts lower on the same ladder.
 """
@@ -60,8 +62,10 @@ class UNet(nn.Module):
     Inputs must be multiples of :attr:`stride` (the caller pads; see ``CentrifugeNet``).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, final_endpoint: str = "Mixed_5c", width: float = 1.0):
+    def __init__(self, in_channels: int, out_channels: int, final_endpoint: str = "Mixed_5c", width: float = 1.0,
+                 input_skip: bool = False):
         super().__init__()
+        self.input_skip = input_skip
         self.encoder = I3DEncoder(in_channels, final_endpoint, width)
         order = list(self.encoder.endpoint_channels)
         depth = order.index(final_endpoint)
@@ -74,7 +78,10 @@ class UNet(nn.Module):
             target = self.encoder.endpoint_stride[level] if level != "input" else (1, 1, 1)
             factor = tuple(s // t for s, t in zip(stride, target))
             out = scale_channels(DECODER_CHANNELS[level], width)
-            skip_channels = self.encoder.endpoint_channels[level] if level != "input" else 0
+            if level == "input":
+                skip_channels = in_channels if input_skip else 0
+            else:
+                skip_channels = self.encoder.endpoint_channels[level]
             blocks.append(UpBlock(channels, out, factor, skip_channels))
             channels, stride = out, target
         self.decoder = nn.ModuleList(blocks)
@@ -88,5 +95,5 @@ class UNet(nn.Module):
         features = self.encoder(x, return_endpoints=self.skips)
         y = features[self.encoder.final_endpoint]
         for block, level in zip(self.decoder, list(self.skips) + [None]):
-            y = block(y, features[level] if level else None)
+            y = block(y, features[level] if level else (x if self.input_skip else None))
         return self.head(y)
