@@ -42,7 +42,7 @@ GPU = ["num_frames=32", "crop_size=112", "batch_size=48", "lr=0.001", "synthetic
        "layer_dim=0.3", "alpha=[0.35,0.65]", "val_every=1000", "val_clips=16", "log_every=20", "checkpoint_every=1000000000",
        "checkpoint_seconds=60", "keep_checkpoints=2", "steps=1000000000"]
 SMOKE = ["num_frames=8", "crop_size=32", "batch_size=4", "lr=0.001", "synthetic_fraction=0.7", "layer_blur=0.3",
-         "layer_dim=0.3", "alpha=[0.35,0.65]", "val_every=10", "val_clips=2", "log_every=5", "checkpoint_every=1000000000",
+         "layer_dim=0.3", "alpha=[0.35,0.65]", "val_every=10", "val_clips=2", "log_every=1", "checkpoint_every=1000000000",
          "checkpoint_seconds=8", "keep_checkpoints=2", "steps=1000000000", "workers=1",
          "render_in_trainer=true"]  # the GPU's data path: workers plan, the training process renders
 
@@ -102,6 +102,7 @@ def main() -> int:
     overrides = MODEL + (SMOKE if args.smoke else GPU) + [f"data={train_files}", f"val_data={held_back}", f"time_budget={budget}"]
     if not args.smoke:
         overrides.append(f"workers={max(1, min(12, (os.cpu_count() or 4) - 2))}")
+    overrides += os.environ.get("GPU_SET", "").split()  # e.g. GPU_SET="model.output=affine model.input_skip=true"
     config = make_config("cpu", overrides=overrides)
 
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
