@@ -201,7 +201,6 @@ def format_table(rows: Sequence[BenchmarkRow]) -> str:
     return "\n".join(lines) + "\nother: share of each layer's detail that belongs to the other scene (0.5 = not separated, 0 = separated)"
 
 
-
 # --------------------------------------------------------------------------- the held-back benchmark
 
 # Held back from the bundled model's training: real motion (a street with cyclists, a hand-held
