@@ -98,10 +98,14 @@ def test_affine_output_moves_the_blends_detail_by_a_gain():
         # to one layer: V + V and V − V.
         head = model.predictor.head
         head.weight.zero_()
-        head.bias.copy_(torch.tensor(([20.0] * 3 + [0.0] * 3) * half))
+        head.bias.copy_(torch.tensor([20.0, 0.0, 0.0, 0.0] * half))
         layers = model(video)
-    assert torch.allclose(layers[:, 0], 2 * video, atol=1e-5)
-    assert torch.allclose(layers[:, half], torch.zeros_like(video), atol=1e-5)
+        assert torch.allclose(layers[:, 0], 2 * video, atol=1e-5)
+        assert torch.allclose(layers[:, half], torch.zeros_like(video), atol=1e-5)
+        # However large the head's output, a layer stays within [-2, 3]: the gain and offset are bounded.
+        head.bias.copy_(torch.tensor([1e4, 1e4, -1e4, 1e4] * half))
+        layers = model(video)
+    assert layers.min() >= -2 - 1e-5 and layers.max() <= 3 + 1e-5
 
 
 def test_input_skip_feeds_the_input_itself_to_the_last_decoder_block():

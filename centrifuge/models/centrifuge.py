@@ -35,9 +35,10 @@ class ModelConfig:
             (the paper). ``residual``: the layer is the blend plus the head's output. ``symmetric``:
             the head predicts n/2 differences D and the layers are V + D and V − D, which recompose
             the blend exactly when α = 0.5. ``affine``: like ``symmetric``, but the difference is a
-            per-pixel linear function of the blend, D = tanh(A)·V + B, with the head predicting A and B.
+            per-pixel linear function of the blend, D = tanh(g)·V + tanh(B), with the head predicting
+            one gain g (shared by the colour channels) and an offset B per colour channel.
             Fine detail then reaches a layer by the network deciding, region by region, whose it is
-            (A near ±1 where one scene owns the edges, 0 where neither does), not by drawing it from
+            (g near ±1 where one scene owns the edges, 0 where neither does), not by drawing it from
             coarse features: a quarter-width decoder has 8 channels at full resolution, too few to
             draw edges, and the other heads end up moving brightness between the layers.
         input_skip: the decoder's last block also sees the input at full resolution (not in the paper,
@@ -108,7 +109,7 @@ class CentrifugeNet(nn.Module):
         super().__init__()
         self.config = config
         n = config.num_layers
-        head = 3 * n // 2 if config.output == "symmetric" else 3 * n  # affine: a gain and an offset per difference
+        head = {"symmetric": 3 * n // 2, "affine": 2 * n}.get(config.output, 3 * n)  # affine: a gain and 3 offsets per difference
         self.predictor = UNet(3, head, config.final_endpoint, config.width, config.input_skip)
         # The correctors do not share weights with the predictor (section 3.2).
         self.correctors = nn.ModuleList(UNet(3 * n, 3 * n, config.final_endpoint, config.width, config.input_skip) for _ in range(config.correction_steps))
@@ -129,11 +130,14 @@ class CentrifugeNet(nn.Module):
             return video.unsqueeze(1) + head.view(b, self.num_layers, 3, t, h, w)
         pairs = self.num_layers // 2
         if self.config.output == "affine":
-            gain, offset = head.view(b, pairs, 2, 3, t, h, w).unbind(2)
-            # The gain lives in [-1, 1], where it means something: +1 hands the blend's detail to the
-            # first layer of the pair (2V and 0), −1 to the second. Unbounded, a few pixels of a
-            # layer were scaled far out of range on unseen video.
-            difference = torch.tanh(gain) * video.unsqueeze(1) + offset
+            gain, offset = head.view(b, pairs, 4, t, h, w).split([1, 3], dim=2)
+            # Both terms are bounded where they mean something. The gain in [-1, 1]: +1 hands the
+            # blend's detail to the first layer of the pair (2V and 0), −1 to the second; one gain for
+            # all three colour channels, because a per-channel gain flipped channels independently and
+            # tinted the layers purple and green. The offset in [-1, 1], the range a true difference
+            # needs: unbounded, outputs left [0, 1] far enough on unseen photographs to score 7× the
+            # identity loss.
+            difference = torch.tanh(gain) * video.unsqueeze(1) + torch.tanh(offset)
         else:
             difference = head.view(b, pairs, 3, t, h, w)
         return torch.cat([video.unsqueeze(1) + difference, video.unsqueeze(1) - difference], dim=1)
