@@ -3,7 +3,7 @@
 #   bash scripts/gpu_train.sh OUTDIR        (device run, carry [".whl", ".gpu-data"]; prepare with scripts/gpu_prepare.sh)
 #   SMOKE=1 bash scripts/gpu_train.sh DIR   (the same path on the CPU at toy sizes, under 2 minutes: a CI test)
 # BUDGET=SECONDS sets the training time (default 390, which keeps the whole command under 9 minutes);
-# GPU_SET="key=value ..." adds training overrides (e.g. "model.output=affine model.input_skip=true").
+# GPU_SET="key=value ..." adds training overrides (e.g. "model.output=symmetric model.input_skip=false model.width=0.35").
 set -euo pipefail
 OUTDIR=${1:?usage: scripts/gpu_train.sh OUTDIR}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
