@@ -66,21 +66,23 @@ def count_flops(model: torch.nn.Module, clip: torch.Tensor, backward: bool) -> f
 
 
 def training_clips_per_second(model_name: str, batch: int, frames: int, size: int, device: torch.device, optimised: bool, steps: int = 3) -> float:
+    """Clips/s of the trainer's own step (``train.train_step``: blend, forward, the PIT loss,
+    backward, Adam) on random layer pairs: the loss is part of what a step costs."""
+    from .config import TrainConfig
+    from .train import train_step
+
     torch.manual_seed(0)
     model = build_model(model_name).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    clip = torch.rand(batch, 3, frames, size, size, device=device)
+    layers = torch.rand(batch, 2, 3, frames, size, size, device=device)
+    alpha = torch.full((batch,), 0.5, device=device)
     amp = autocast_dtype(device, "auto") if optimised else None
     if optimised:
         model = model.to(memory_format=torch.channels_last_3d)
-        clip = clip.contiguous(memory_format=torch.channels_last_3d)
+    config = TrainConfig()
 
     def step():
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out = model(clip)
-        out.float().abs().mean().backward()
-        optimizer.step()
+        train_step(model, optimizer, layers, alpha, config, amp)
         if device.type == "cuda":
             torch.cuda.synchronize()
 

@@ -39,7 +39,11 @@ def _check_layout(layers: torch.Tensor, name: str) -> None:
 
 
 def pairwise_loss_matrix(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """ℓ between every output and every target, in one batched pass.
+    """ℓ between every output and every target.
+
+    On a GPU one broadcast pass over all B·n·k pairs (fewest kernel launches); on the CPU one pair
+    at a time: the broadcast pass's temporaries hold B·n·k clips, and it ran 4-5× slower
+    (memory-bound) than the loop, whose pairs fit in cache.
 
     Args:
         outputs: ``(B, n, C, T, H, W)``.
@@ -49,7 +53,11 @@ def pairwise_loss_matrix(outputs: torch.Tensor, targets: torch.Tensor) -> torch.
     """
     _check_layout(outputs, "outputs")
     _check_layout(targets, "targets")
-    return reconstruction_loss(outputs.unsqueeze(2), targets.unsqueeze(1))
+    if outputs.device.type != "cpu":
+        return reconstruction_loss(outputs.unsqueeze(2), targets.unsqueeze(1))
+    b, n, k = outputs.shape[0], outputs.shape[1], targets.shape[1]
+    pairs = [reconstruction_loss(outputs[e, i], targets[e, j]) for e in range(b) for i in range(n) for j in range(k)]
+    return torch.stack(pairs).view(b, n, k)
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,12 +103,25 @@ def _num_assignments(n: int, k: int) -> int:
     return count
 
 
+def _matched_losses(outputs: torch.Tensor, targets: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
+    """ℓ(targets[b, j], outputs[b, assignment[b, j]]) with gradient: ``(B, k)``; one pair at a time
+    on the CPU (see ``pairwise_loss_matrix``)."""
+    if outputs.device.type != "cpu":
+        picked = outputs[torch.arange(len(outputs), device=outputs.device).unsqueeze(1), assignment]
+        return reconstruction_loss(picked, targets)
+    # unbind, not indexing: each indexed slice's backward allocates a zero tensor the size of all
+    # outputs, and those fills cost as much as the network's BatchNorm backward.
+    clips = [example.unbind(0) for example in outputs.unbind(0)]
+    return torch.stack([torch.stack([reconstruction_loss(clips[e][i], targets[e, j]) for j, i in enumerate(row)])
+                        for e, row in enumerate(assignment.tolist())])
+
+
 @dataclass
 class PITResult:
     loss: torch.Tensor  # scalar: batch mean of the matched losses (plus enabled terms)
     per_example: torch.Tensor  # (B,) the Eq. 2 value of each example
     assignment: torch.Tensor  # (B, k) output index matched to each target
-    costs: torch.Tensor  # (B, n, k)
+    costs: torch.Tensor  # (B, n, k), without gradient: it only chooses the assignment
 
 
 def pit_loss(
@@ -130,19 +151,26 @@ def pit_loss(
         >>> float(result.loss), result.assignment.tolist()
         (0.0, [[1, 0], [1, 0]])
     """
-    costs = pairwise_loss_matrix(outputs, targets)
+    # The n × k cost matrix only chooses the assignment, so it is built without autograd; the loss
+    # is then recomputed on the k matched pairs alone. Same value and gradient as gathering from a
+    # differentiable matrix, but autograd keeps k pairs' intermediates instead of n·k: on the CPU the
+    # differentiable matrix cost more than the network's own forward and backward (4 × 2 pairs).
+    # A network run in channels_last_3d hands over strided outputs; the elementwise passes below
+    # run 2-3x faster on a contiguous copy.
+    outputs, targets = outputs.contiguous(), targets.contiguous()
     with torch.no_grad():
+        costs = pairwise_loss_matrix(outputs, targets)
         assignment = best_assignment(costs)
     k = targets.shape[1]
-    matched = costs.gather(1, assignment.unsqueeze(1)).squeeze(1)  # (B, k)
+    matched = _matched_losses(outputs, targets, assignment)  # (B, k)
     per_example = matched.sum(dim=1)
     loss = per_example.mean()
     if recomposition_weight:
         if blend is None or k != 2:
             raise ValueError("the recomposition term needs the blend and exactly two targets")
-        picked = torch.stack([outputs[torch.arange(len(outputs)), assignment[:, j]] for j in range(2)], dim=1)
         a = torch.as_tensor(alpha, dtype=outputs.dtype, device=outputs.device)
         a = a.view(-1, 1, 1, 1, 1) if a.dim() else a
+        picked = outputs[torch.arange(len(outputs), device=outputs.device).unsqueeze(1), assignment]  # (B, 2, C, T, H, W)
         recomposed = (1 - a) * picked[:, 0] + a * picked[:, 1]
         loss = loss + recomposition_weight * reconstruction_loss(blend, recomposed).mean()
     if diversity_weight:

@@ -122,3 +122,24 @@ def test_diversity_and_most_distant_pair():
 def test_more_targets_than_outputs_is_refused():
     with pytest.raises(ValueError):
         pit_loss(torch.rand(1, 2, 3, 1, 4, 4), torch.rand(1, 3, 3, 1, 4, 4))
+
+
+def test_cpu_pair_loop_equals_the_broadcast_pass_in_value_and_gradient():
+    """The CPU computes one pair at a time (cache-sized); a GPU runs one broadcast pass. Both must
+    give the same cost matrix, loss and gradient, on strided (channels_last_3d) outputs too."""
+    torch.manual_seed(5)
+    head = torch.rand(3, 4 * 3, 4, 10, 12).contiguous(memory_format=torch.channels_last_3d).requires_grad_(True)
+    targets = torch.rand(3, 2, 3, 4, 10, 12)
+    result = pit_loss(head.view(3, 4, 3, 4, 10, 12), targets)
+    result.loss.backward()
+    loop_grad = head.grad.clone()
+
+    head.grad = None
+    outputs = head.view(3, 4, 3, 4, 10, 12)
+    costs = reconstruction_loss(outputs.unsqueeze(2), targets.unsqueeze(1))  # (B, n, k) in one pass
+    assert torch.allclose(result.costs, costs.detach(), atol=1e-6)
+    matched = costs.gather(1, result.assignment.unsqueeze(1)).squeeze(1)
+    matched.sum(1).mean().backward()
+    assert float(result.loss.detach()) == pytest.approx(float(matched.detach().sum(1).mean()), rel=1e-6)
+    assert torch.allclose(loop_grad, head.grad, atol=1e-8)
+    assert loop_grad.abs().sum() > 0

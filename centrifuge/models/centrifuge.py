@@ -124,6 +124,10 @@ class CentrifugeNet(nn.Module):
 
     def _layers_from_head(self, head: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
         b, _, t, h, w = head.shape
+        # In fp32 and the standard layout: under bf16 autocast with channels_last_3d the head's
+        # channels are innermost, and the elementwise passes below (tanh, products, the loss after
+        # them) ran several times slower on those strided bf16 views than on a contiguous copy.
+        head = head.to(torch.float32, memory_format=torch.contiguous_format)
         if self.config.output == "direct":
             return head.view(b, self.num_layers, 3, t, h, w)
         if self.config.output == "residual":
