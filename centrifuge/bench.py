@@ -315,10 +315,29 @@ def format_results(r: dict) -> str:
     return "\n".join(lines)
 
 
+def train_step_figures(device: torch.device, quick: bool = False) -> list[dict]:
+    """Clips/s of the trainer's whole optimised step (loss included) for the `small` model at the
+    `cpu` preset's two crop sizes, batch 8 of 16 frames."""
+    rows = []
+    for size in ((32,) if quick else (64, 112)):
+        clips_s = training_clips_per_second("small", 8, 16, size, device, optimised=True)
+        rows.append({"batch": 8, "clip": [16, size, size], "clips_s": clips_s, "seconds_per_step": 8 / clips_s})
+    return rows
+
+
+def format_train_step(rows: list[dict]) -> str:
+    return "\n".join(f"training step 'small', batch {r['batch']} of {'x'.join(map(str, r['clip']))}: {r['clips_s']:.2f} clips/s "
+                     f"({r['seconds_per_step']:.2f} s per step, PIT loss included)" for r in rows)
+
+
 def main(device: str = "auto", quick: bool = False, json_path: str | None = None, only: str | None = None) -> dict:
     if only == "data":
         results = {"device": str(resolve_device(device)), "torch": torch.__version__, "data": data_clips_per_second(device, quick=quick)}
         print(format_data(results["data"]))
+    elif only == "train":
+        results = {"device": str(resolve_device(device)), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                   "train_step": train_step_figures(resolve_device(device), quick)}
+        print(format_train_step(results["train_step"]))
     elif only == "separate":
         results = {"device": str(resolve_device(device)), "torch": torch.__version__, "threads": torch.get_num_threads(),
                    "separate": separate_figures(device, quick)}

@@ -298,7 +298,7 @@ def _add_bench(sub) -> None:
                                                           "with the prediction made before measuring it")
     p.add_argument("--compile", action="store_true", help="with --levers: also try torch.compile (minutes of compile time)")
     p.add_argument("--memory", action="store_true", help="instead: peak memory of `separate` on a 1-minute and a 10-minute 224p input")
-    p.add_argument("--only", choices=["data", "separate"], help="only one group of figures: data = generated clips/s, per-clip vs "
+    p.add_argument("--only", choices=["data", "separate", "train"], help="only one group of figures: train = the training step's clips/s; data = generated clips/s, per-clip vs "
                    "batched generator; separate = 224p/720p frames/s with where the time goes, 1080p memory, work per frame, "
                    "fine detail and window seams")
     p.set_defaults(func=_run_bench)
