@@ -9,7 +9,7 @@ photographs, in eval mode.
 A model that cannot lower *other* here will not on real video; one that can but does not on real
 video is held back by its data, not by its architecture or optimiser.
 
-Usage: scripts/motion_probe.py VARIANT[,VARIANT...] [--steps 1200] [--lr 1e-3] [--size 64] [--layers 2] [--frozen] [--tile 16]
+Usage: scripts/motion_probe.py VARIANT[,VARIANT...] [--steps 1200] [--lr 1e-3] [--size 64] [--layers 2] [--frozen | --translate] [--tile 16]
 VARIANT: an output head (direct, residual, symmetric, affine), optionally with ``+skip``.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 
 from centrifuge.batched import BatchedPairs
@@ -54,6 +55,35 @@ def local_pit_loss(outputs: torch.Tensor, targets: torch.Tensor, tile: int) -> t
     return pit_loss(tiles(outputs, tile), tiles(targets, tile)).loss
 
 
+class TranslatedPhotos:
+    """The simplest motion there is: each layer a crop of a photograph sliding at its own constant
+    whole-pixel velocity (up to ``speed`` px per frame; the two layers' velocities differ)."""
+
+    def __init__(self, split: str, size: int, frames: int, seed: int = 0, speed: int = 3):
+        self.bank = bank_tensor(available_photos(split), *default_bank_size(size))
+        self.size, self.frames, self.seed, self.speed = size, frames, seed, speed
+
+    def _layer(self, rng, velocity) -> torch.Tensor:
+        photo = self.bank[int(rng.integers(len(self.bank)))].float() / 255
+        reach = self.speed * self.frames
+        top = int(rng.integers(0, photo.shape[1] - self.size - reach)) + (reach if velocity[0] < 0 else 0)
+        left = int(rng.integers(0, photo.shape[2] - self.size - reach)) + (reach if velocity[1] < 0 else 0)
+        frames = [photo[:, top + t * velocity[0] : top + t * velocity[0] + self.size,
+                        left + t * velocity[1] : left + t * velocity[1] + self.size] for t in range(self.frames)]
+        return torch.stack(frames, dim=1)
+
+    def examples(self, indices) -> dict[str, torch.Tensor]:
+        pairs = []
+        for i in indices:
+            rng = np.random.default_rng([self.seed, int(i)])
+            first = rng.integers(-self.speed, self.speed + 1, size=2)
+            second = first
+            while (second == first).all():
+                second = rng.integers(-self.speed, self.speed + 1, size=2)
+            pairs.append(torch.stack([self._layer(rng, first), self._layer(rng, second)]))
+        return {"layers": torch.stack(pairs)}
+
+
 def score(model: torch.nn.Module, pairs: torch.Tensor, tile: int = 0) -> tuple[float, float]:
     """(ratio to identity, other) of the model on ``pairs``, in eval mode; with ``tile``, each
     tile's outputs matched to the layers on their own."""
@@ -75,7 +105,8 @@ def probe(variant: str, args: argparse.Namespace, held_back: torch.Tensor) -> No
     model = build_model("small", output=output, num_layers=args.layers, width=args.width, input_skip=skip == "skip")
     model = model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.Adam(model.parameters(), args.lr)
-    stream = camera_only_stream(args.size, args.frames, frozen=args.frozen)
+    stream = (TranslatedPhotos("train", args.size, args.frames) if args.translate
+              else camera_only_stream(args.size, args.frames, frozen=args.frozen))
     started, train_ratios = time.perf_counter(), []
     for step in range(1, args.steps + 1):
         model.train()
@@ -109,9 +140,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--layers", type=int, default=2, help="output layers")
     parser.add_argument("--tile", type=int, default=0, help="choose the permutation per TILE×TILE square (0: per clip)")
+    parser.add_argument("--translate", action="store_true", help="layers slide at constant whole-pixel velocities instead")
     parser.add_argument("--frozen", action="store_true", help="the second layer of each pair is a still frame")
     args = parser.parse_args()
-    held_back, _ = held_back_photo_pairs(16, args.frames, args.size)
+    if args.translate:
+        held_back = TranslatedPhotos("held-back", args.size, args.frames, seed=30_000).examples(range(16))["layers"]
+    else:
+        held_back, _ = held_back_photo_pairs(16, args.frames, args.size)
     if args.frozen:
         held_back = frozen_pairs(held_back, (False, True))
     for variant in args.variants.split(","):

@@ -32,3 +32,22 @@ def test_local_pit_forgives_layers_swapped_in_one_region_and_global_pit_does_not
     outputs[..., :16] = targets.flip(1)[..., :16]  # the layers trade places in the left half
     assert float(probe.local_pit_loss(outputs, targets, 16)) == 0.0
     assert float(probe.local_pit_loss(outputs, targets, 0)) == float(pit_loss(outputs, targets).loss) > 0.5
+
+
+def test_translated_photos_slide_at_two_different_constant_velocities():
+    probe = _motion_probe()
+    stream = probe.TranslatedPhotos("train", size=32, frames=4, speed=2)
+    layers = stream.examples(range(3))["layers"]
+    assert layers.shape == (3, 2, 3, 4, 32, 32)
+
+    def velocity(clip):  # the whole-pixel shift that maps frame 0 onto frame 1
+        errors = {(dy, dx): float((torch.roll(clip[:, 1], (dy, dx), dims=(1, 2)) - clip[:, 0])[:, 2:-2, 2:-2].abs().mean())
+                  for dy in range(-2, 3) for dx in range(-2, 3)}
+        return min(errors, key=errors.get), min(errors.values())
+
+    for pair in layers:
+        (first, error_a), (second, error_b) = velocity(pair[0]), velocity(pair[1])
+        assert error_a < 1e-6 and error_b < 1e-6
+        assert first != second
+        for t in range(1, 3):  # constant: the same shift from every frame to the next
+            assert torch.equal(torch.roll(pair[0][:, t + 1], first, dims=(1, 2))[:, 2:-2, 2:-2], pair[0][:, t][:, 2:-2, 2:-2])
