@@ -9,8 +9,10 @@ photographs, in eval mode.
 A model that cannot lower *other* here will not on real video; one that can but does not on real
 video is held back by its data, not by its architecture or optimiser.
 
-Usage: scripts/motion_probe.py VARIANT[,VARIANT...] [--steps 1200] [--lr 1e-3] [--size 64] [--layers 2] [--frozen | --translate] [--tile 16]
-VARIANT: an output head (direct, residual, symmetric, affine), optionally with ``+skip``.
+Usage: scripts/motion_probe.py VARIANT[,VARIANT...] [--steps 1200] [--lr 1e-3] [--size 64] [--layers 2] [--endpoint Mixed_5c] [--frozen | --translate [--noise]] [--tile 16]
+VARIANT: an output head (direct, residual, symmetric, affine, motion), optionally with ``+skip``.
+With ``--noise`` the layers are noise textures, which no network can memorise: the training
+photographs are few (33 here), and a network can lower its training loss by recognising them.
 """
 
 from __future__ import annotations
@@ -55,17 +57,37 @@ def local_pit_loss(outputs: torch.Tensor, targets: torch.Tensor, tile: int) -> t
     return pit_loss(tiles(outputs, tile), tiles(targets, tile)).loss
 
 
+def noise_texture(rng: np.random.Generator, height: int, width: int) -> torch.Tensor:
+    """A texture no network can memorise: coloured noise with a random power-law spectrum
+    (1/f^β, β in [1, 3]: from grainy to cloudy), its three channels random mixtures of three
+    fields, scaled into [0, 1]. ``(3, height, width)`` float."""
+    fy, fx = np.meshgrid(np.fft.fftfreq(height), np.fft.fftfreq(width), indexing="ij")
+    radius = np.sqrt(fx ** 2 + fy ** 2)
+    radius[0, 0] = 1.0
+    spectrum = radius ** (-rng.uniform(1.0, 3.0) / 2)
+    spectrum[0, 0] = 0.0
+    fields = np.fft.ifft2(np.fft.fft2(rng.standard_normal((3, height, width))) * spectrum).real
+    fields /= fields.std(axis=(1, 2), keepdims=True) + 1e-8
+    mixed = np.einsum("ij,jhw->ihw", rng.uniform(-1, 1, (3, 3)), fields)
+    low, high = mixed.min(), mixed.max()
+    return torch.from_numpy(((mixed - low) / (high - low + 1e-8)).astype(np.float32))
+
+
 class TranslatedPhotos:
     """The simplest motion there is: each layer a crop of a photograph sliding at its own constant
-    whole-pixel velocity (up to ``speed`` px per frame; the two layers' velocities differ)."""
+    whole-pixel velocity (up to ``speed`` px per frame; the two layers' velocities differ). With
+    ``noise``, each layer is a fresh noise texture (``noise_texture``) instead of a photograph."""
 
-    def __init__(self, split: str, size: int, frames: int, seed: int = 0, speed: int = 3):
-        self.bank = bank_tensor(available_photos(split), *default_bank_size(size))
+    def __init__(self, split: str, size: int, frames: int, seed: int = 0, speed: int = 3, noise: bool = False):
+        self.bank = None if noise else bank_tensor(available_photos(split), *default_bank_size(size))
         self.size, self.frames, self.seed, self.speed = size, frames, seed, speed
 
     def _layer(self, rng, velocity) -> torch.Tensor:
-        photo = self.bank[int(rng.integers(len(self.bank)))].float() / 255
         reach = self.speed * self.frames
+        if self.bank is None:
+            photo = noise_texture(rng, self.size + 2 * reach, self.size + 2 * reach)
+        else:
+            photo = self.bank[int(rng.integers(len(self.bank)))].float() / 255
         top = int(rng.integers(0, photo.shape[1] - self.size - reach)) + (reach if velocity[0] < 0 else 0)
         left = int(rng.integers(0, photo.shape[2] - self.size - reach)) + (reach if velocity[1] < 0 else 0)
         frames = [photo[:, top + t * velocity[0] : top + t * velocity[0] + self.size,
@@ -99,13 +121,16 @@ def score(model: torch.nn.Module, pairs: torch.Tensor, tile: int = 0) -> tuple[f
     return float(result.loss / identity), float(other_scene_share(matched, pairs).mean())
 
 
-def probe(variant: str, args: argparse.Namespace, held_back: torch.Tensor) -> None:
+def probe(variant: str, args: argparse.Namespace, held_back: torch.Tensor, seen: torch.Tensor | None = None) -> None:
+    """Train one variant and print its figures; with ``seen``, also its ratio on those pairs (new
+    pairs of the training photographs): the gap between the two is what it memorised."""
     torch.manual_seed(0)
     output, _, skip = variant.partition("+")
-    model = build_model("small", output=output, num_layers=args.layers, width=args.width, input_skip=skip == "skip")
+    model = build_model("small", output=output, num_layers=args.layers, width=args.width, input_skip=skip == "skip",
+                        final_endpoint=args.endpoint)
     model = model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.Adam(model.parameters(), args.lr)
-    stream = (TranslatedPhotos("train", args.size, args.frames) if args.translate
+    stream = (TranslatedPhotos("train", args.size, args.frames, noise=args.noise) if args.translate
               else camera_only_stream(args.size, args.frames, frozen=args.frozen))
     started, train_ratios = time.perf_counter(), []
     for step in range(1, args.steps + 1):
@@ -123,6 +148,8 @@ def probe(variant: str, args: argparse.Namespace, held_back: torch.Tensor) -> No
         if step % args.every == 0:
             ratio, other = score(model, held_back)
             local = "  per tile: ratio {:.3f} other {:.3f}".format(*score(model, held_back, args.tile)) if args.tile else ""
+            if seen is not None:
+                local += "  new pairs of training photographs: ratio {:.3f} other {:.3f}".format(*score(model, seen))
             print(f"{variant:<14} step {step:5d}  train ratio {sum(train_ratios) / len(train_ratios):.3f}  held-back ratio {ratio:.3f}  other {other:.3f}{local}  "
                   f"{time.perf_counter() - started:.0f} s", flush=True)
             train_ratios.clear()
@@ -139,8 +166,11 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--layers", type=int, default=2, help="output layers")
+    parser.add_argument("--endpoint", default="Mixed_5c", help="the encoder's final endpoint (Mixed_3c, Mixed_4f, Mixed_5c)")
     parser.add_argument("--tile", type=int, default=0, help="choose the permutation per TILE×TILE square (0: per clip)")
     parser.add_argument("--translate", action="store_true", help="layers slide at constant whole-pixel velocities instead")
+    parser.add_argument("--noise", action="store_true", help="with --translate: train on noise textures (scored on photographs)")
+    parser.add_argument("--seen", action="store_true", help="with --translate: also score new pairs of the training photographs")
     parser.add_argument("--frozen", action="store_true", help="the second layer of each pair is a still frame")
     args = parser.parse_args()
     if args.translate:
@@ -149,8 +179,9 @@ def main() -> None:
         held_back, _ = held_back_photo_pairs(16, args.frames, args.size)
     if args.frozen:
         held_back = frozen_pairs(held_back, (False, True))
+    seen = TranslatedPhotos("train", args.size, args.frames, seed=20_000).examples(range(16))["layers"] if args.seen and args.translate else None
     for variant in args.variants.split(","):
-        probe(variant, args, held_back)
+        probe(variant, args, held_back, seen)
 
 
 if __name__ == "__main__":

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -197,3 +199,61 @@ def test_convolutions_with_a_kernel_larger_than_their_input_run_in_fp32_under_cp
     assert tiny.dtype == torch.float32 and large.dtype == torch.bfloat16
     tiny.sum().backward()
     assert torch.isfinite(unit.conv3d.weight.grad).all()
+
+
+def _sliding(texture: torch.Tensor, velocity: tuple[int, int], frames: int, size: int) -> torch.Tensor:
+    """``(3, T, size, size)``: a window on ``texture`` whose content moves ``velocity`` (x, y) px per frame."""
+    reach = 2 * frames
+    return torch.stack([texture[:, reach - velocity[1] * t : reach - velocity[1] * t + size,
+                                reach - velocity[0] * t : reach - velocity[0] * t + size] for t in range(frames)], dim=1)
+
+
+def test_motion_average_along_a_layers_velocity_gives_that_layer_back():
+    from centrifuge.models.centrifuge import motion_averages, velocity_hypotheses
+
+    clip = _sliding(torch.rand(3, 64, 64), (2, -1), 8, 24).unsqueeze(0)
+    averages = motion_averages(clip)
+    assert averages.shape == (1, len(velocity_hypotheses()), 3, 8, 24, 24)
+    along = averages[0, velocity_hypotheses().index((2, -1))]
+    # Away from the clip's ends and the frame's edges, where the shifted frames are all inside.
+    assert torch.allclose(along[:, 2:6, 4:20, 4:20], clip[0, :, 2:6, 4:20, 4:20], atol=1e-6)
+    still = averages[0, velocity_hypotheses().index((0, 0))]
+    assert (still - clip[0]).abs()[:, 2:6, 4:20, 4:20].mean() > 0.1  # the wrong velocity smears it
+
+
+def test_motion_energy_peaks_at_the_velocities_in_the_blend():
+    from centrifuge.models.centrifuge import motion_averages, motion_energy, velocity_hypotheses
+
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 66, 66), 3, stride=1)  # textures with some spatial correlation
+    first, second = _sliding(smooth[0], (2, 0), 8, 32), _sliding(smooth[1], (-1, 1), 8, 32)
+    blend = (0.5 * (first + second)).unsqueeze(0)
+    energy = motion_energy(motion_averages(blend.mean(dim=1, keepdim=True)))[0].mean(dim=(1, 2, 3))
+    top_two = {velocity_hypotheses()[i] for i in energy.topk(2).indices.tolist()}
+    assert top_two == {(2, 0), (-1, 1)}
+
+
+def test_motion_output_separates_two_sliding_layers_once_it_follows_one_of_them():
+    from centrifuge.evaluate import other_scene_share
+    from centrifuge.losses import identity_outputs, pit_loss
+    from centrifuge.models.centrifuge import velocity_hypotheses
+
+    model = build_model("tiny", output="motion", num_layers=2).eval()
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 66, 66), 3, stride=1)
+    layers = torch.stack([_sliding(smooth[0], (2, 0), 8, 32), _sliding(smooth[1], (-1, 1), 8, 32)]).unsqueeze(0)
+    blend = layers.mean(dim=1)
+    with torch.no_grad():
+        head = model.predictor.head
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[velocity_hypotheses().index((2, 0))] = 50.0  # a head that follows the first layer's motion everywhere
+        k = len(velocity_hypotheses())
+        head.bias[k] = 20.0  # at gain 2: M is half the layer plus half the other, smeared
+        head.bias[k + 1 : k + 4] = math.atanh(-0.5)  # less the other's mean: these textures' 0.5
+        outputs = model(blend)
+    assert torch.allclose(outputs.mean(dim=1), blend, atol=1e-5)  # the pair recomposes the blend
+    result = pit_loss(outputs, layers)
+    assert result.assignment[0].tolist() == [0, 1]
+    assert float(other_scene_share(outputs, layers)) < 0.25  # 0.5: not separated
+    assert float(result.loss) < 0.8 * float(pit_loss(identity_outputs(blend), layers).loss)

@@ -51,3 +51,17 @@ def test_translated_photos_slide_at_two_different_constant_velocities():
         assert first != second
         for t in range(1, 3):  # constant: the same shift from every frame to the next
             assert torch.equal(torch.roll(pair[0][:, t + 1], first, dims=(1, 2))[:, 2:-2, 2:-2], pair[0][:, t][:, 2:-2, 2:-2])
+
+
+def test_noise_textures_are_fresh_coloured_images_in_range_and_slide_like_the_photographs():
+    import numpy as np
+
+    probe = _motion_probe()
+    first = probe.noise_texture(np.random.default_rng(0), 40, 48)
+    second = probe.noise_texture(np.random.default_rng(1), 40, 48)
+    assert first.shape == (3, 40, 48) and float(first.min()) >= 0.0 and float(first.max()) <= 1.0
+    assert float(first.max() - first.min()) > 0.99  # scaled to use the whole range
+    assert float((first[0] - first[1]).abs().mean()) > 0.01  # colour, not grey
+    assert float((first - second).abs().mean()) > 0.05  # a new texture for every layer
+    layers = probe.TranslatedPhotos("train", size=32, frames=4, speed=2, noise=True).examples(range(2))["layers"]
+    assert layers.shape == (2, 2, 3, 4, 32, 32)

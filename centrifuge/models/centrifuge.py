@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .i3d import FINAL_ENDPOINTS
 from .unet import UNet
 
-OUTPUT_MODES = ("direct", "residual", "symmetric", "affine")
+OUTPUT_MODES = ("direct", "residual", "symmetric", "affine", "motion")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,18 @@ class ModelConfig:
             (g near ±1 where one scene owns the edges, 0 where neither does), not by drawing it from
             coarse features: a quarter-width decoder has 8 channels at full resolution, too few to
             draw edges, and the other heads end up moving brightness between the layers.
+            ``motion``: each layer follows its own motion. The blend is averaged over
+            ``2·MOTION_RADIUS + 1`` frames along each of K whole-pixel velocities
+            (``motion_averages``): a layer moving with that velocity stays sharp, one moving
+            otherwise is smeared. The head predicts, per layer and pixel, K weights (a softmax)
+            choosing among those averages, a gain and an offset, for one layer of each pair: it is
+            (1 + tanh(g))·M + tanh(B), M the weighted average, and its partner is what the blend
+            leaves (2V minus it; exact for α = 0.5). One choice per pair: the network only has to
+            find one velocity present in a region, not agree across outputs on who takes which. The averaging takes the other
+            layer's fine detail out at full resolution, which the decoder cannot do by drawing from
+            coarse features; which velocity a region follows is a smooth, coarse decision; and a
+            choice among fixed averages learns by plain weights, where a predicted continuous
+            velocity learnt nothing (its gradient only sees a pixel's neighbours).
         input_skip: the decoder's last block also sees the input at full resolution (not in the paper,
             whose finest skip is at stride 2).
     """
@@ -59,7 +71,7 @@ class ModelConfig:
             raise ValueError(f"final_endpoint must be one of {FINAL_ENDPOINTS}")
         if self.output not in OUTPUT_MODES:
             raise ValueError(f"output must be one of {OUTPUT_MODES}")
-        if self.output in ("symmetric", "affine") and self.num_layers % 2:
+        if self.output in ("symmetric", "affine", "motion") and self.num_layers % 2:
             raise ValueError(f"the {self.output} output needs an even number of layers")
         if self.width <= 0 or self.correction_steps < 0:
             raise ValueError("width must be positive and correction_steps non-negative")
@@ -83,6 +95,64 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     "small-corrector": ModelConfig(num_layers=4, final_endpoint="Mixed_5c", width=0.25, correction_steps=1, output="residual"),
     "tiny": ModelConfig(num_layers=4, final_endpoint="Mixed_4f", width=0.125, correction_steps=0, output="residual"),
 }
+
+
+ENERGY_WINDOW = 5
+MOTION_RADIUS = 2
+MAX_SPEED = 2
+MOTION_ENERGY_SCALE = 4.0
+
+
+def velocity_hypotheses(max_speed: int = MAX_SPEED) -> list[tuple[int, int]]:
+    """Every whole-pixel velocity (x, y) with both components within ±``max_speed`` px per frame."""
+    return [(vx, vy) for vy in range(-max_speed, max_speed + 1) for vx in range(-max_speed, max_speed + 1)]
+
+
+def motion_averages(video: torch.Tensor, max_speed: int = MAX_SPEED, radius: int = MOTION_RADIUS) -> torch.Tensor:
+    """For every velocity of ``velocity_hypotheses``, the mean of ``video`` over frames t−radius …
+    t+radius, each shifted back along that velocity: what a layer moving so looks like with
+    everything moving otherwise smeared out. Frames past the clip's ends repeat the end frames; pixels
+    past the edge repeat the edge.
+
+    Args:
+        video: ``(B, C, T, H, W)``.
+    Returns:
+        ``(B, K, C, T, H, W)``, K = (2·max_speed + 1)².
+    """
+    _, _, t, h, w = video.shape
+    reach = max_speed * radius
+    padded = F.pad(video, (reach, reach, reach, reach, 0, 0), mode="replicate")
+    hypotheses = velocity_hypotheses(max_speed)
+    sums: list[torch.Tensor] = []
+    for tau in range(-radius, radius + 1):
+        frames = padded[:, :, (torch.arange(t, device=video.device) + tau).clamp(0, t - 1)]
+        for i, (vx, vy) in enumerate(hypotheses):
+            top, left = reach + vy * tau, reach + vx * tau
+            shifted = frames[..., top : top + h, left : left + w]
+            if len(sums) <= i:
+                sums.append(shifted.clone())
+            else:
+                sums[i] += shifted
+    return torch.stack(sums, dim=1) / (2 * radius + 1)
+
+
+def motion_energy(averages: torch.Tensor, window: int = ENERGY_WINDOW) -> torch.Tensor:
+    """How much fine detail each motion average keeps, per pixel: ``(B, K, C, T, H, W)`` (C = 1, the
+    grey level, is enough and 3× cheaper) → ``(B, K, T, H, W)``, the log of the local mean (over ``window``×``window`` pixels) of its
+    squared spatial gradient, less its mean over the K velocities. A layer moving with velocity k
+    keeps its edges in average k and loses them in the others, so the peaks say which velocities are
+    present where: a cue the networks here did not learn to compute from the blend in thousands of
+    steps, even on pure translations (docs/results.md)."""
+    b, k, c, t, h, w = averages.shape
+    dx = F.pad(averages[..., :, 1:] - averages[..., :, :-1], (0, 1))
+    dy = F.pad(averages[..., 1:, :] - averages[..., :-1, :], (0, 0, 0, 1))
+    squared = (dx.square() + dy.square()).mean(dim=2).reshape(b * k * t, 1, h, w)
+    # Separable box filter; the zero padding's dimming at the edges is the same for every velocity
+    # and cancels in the normalisation below.
+    energy = F.avg_pool2d(squared, (1, window), stride=1, padding=(0, window // 2))
+    energy = F.avg_pool2d(energy, (window, 1), stride=1, padding=(window // 2, 0))
+    log_energy = torch.log(energy.view(b, k, t, h, w) + 1e-6)
+    return log_energy - log_energy.mean(dim=1, keepdim=True)
 
 
 def _replicate_pad(x: torch.Tensor, multiple: tuple[int, int, int]) -> torch.Tensor:
@@ -109,8 +179,12 @@ class CentrifugeNet(nn.Module):
         super().__init__()
         self.config = config
         n = config.num_layers
-        head = {"symmetric": 3 * n // 2, "affine": 2 * n}.get(config.output, 3 * n)  # affine: a gain and 3 offsets per difference
+        head = {"symmetric": 3 * n // 2, "affine": 2 * n, "motion": (len(velocity_hypotheses()) + 4) * n // 2}.get(config.output, 3 * n)  # affine: a gain and 3 offsets per difference
         self.predictor = UNet(3, head, config.final_endpoint, config.width, config.input_skip)
+        if config.output == "motion":
+            # The choice among velocities starts as "the one along which the blend stays sharpest"
+            # (β·energy); the network's logits are added to it.
+            self.energy_scale = nn.Parameter(torch.tensor(MOTION_ENERGY_SCALE))
         # The correctors do not share weights with the predictor (section 3.2).
         self.correctors = nn.ModuleList(UNet(3 * n, 3 * n, config.final_endpoint, config.width, config.input_skip) for _ in range(config.correction_steps))
 
@@ -122,7 +196,8 @@ class CentrifugeNet(nn.Module):
     def stride(self) -> tuple[int, int, int]:
         return self.predictor.stride
 
-    def _layers_from_head(self, head: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    def _layers_from_head(self, head: torch.Tensor, video: torch.Tensor, averages: torch.Tensor | None = None,
+                          energy: torch.Tensor | None = None) -> torch.Tensor:
         b, _, t, h, w = head.shape
         # In fp32 and the standard layout: under bf16 autocast with channels_last_3d the head's
         # channels are innermost, and the elementwise passes below (tanh, products, the loss after
@@ -132,6 +207,13 @@ class CentrifugeNet(nn.Module):
             return head.view(b, self.num_layers, 3, t, h, w)
         if self.config.output == "residual":
             return video.unsqueeze(1) + head.view(b, self.num_layers, 3, t, h, w)
+        if self.config.output == "motion":
+            pairs = self.num_layers // 2
+            weights, gain, offset = head.view(b, pairs, -1, t, h, w).split([averages.shape[1], 1, 3], dim=2)
+            logits = weights + self.energy_scale * energy.unsqueeze(1)
+            averaged = torch.einsum("bnkthw,bkcthw->bncthw", logits.softmax(dim=2), averages)
+            first = (1 + torch.tanh(gain)) * averaged + torch.tanh(offset)
+            return torch.cat([first, 2 * video.unsqueeze(1) - first], dim=1)
         pairs = self.num_layers // 2
         if self.config.output == "affine":
             gain, offset = head.view(b, pairs, 4, t, h, w).split([1, 3], dim=2)
@@ -158,7 +240,12 @@ class CentrifugeNet(nn.Module):
         assert video.dim() == 5 and video.shape[1] == 3, f"video must be (B, 3, T, H, W), got {tuple(video.shape)}"
         size = video.shape[2:]
         x = _replicate_pad(video, self.stride)
-        layers = self._layers_from_head(self.predictor(x * 2 - 1), x)
+        if self.config.output == "motion":
+            averages = motion_averages(x.float())
+            energy = motion_energy(motion_averages(x.float().mean(dim=1, keepdim=True)))
+            layers = self._layers_from_head(self.predictor(x * 2 - 1), x, averages, energy)
+        else:
+            layers = self._layers_from_head(self.predictor(x * 2 - 1), x)
         stages = [layers]
         b, n, c, t, h, w = layers.shape
         for corrector in self.correctors:
