@@ -73,14 +73,25 @@ def noise_texture(rng: np.random.Generator, height: int, width: int) -> torch.Te
     return torch.from_numpy(((mixed - low) / (high - low + 1e-8)).astype(np.float32))
 
 
+def photometric_jitter(rng: np.random.Generator, clip: torch.Tensor) -> torch.Tensor:
+    """``(3, T, H, W)`` with a random contrast (×0.5–1.5 about its mean), colour cast (×0.8–1.2 per
+    channel) and brightness (±0.2), clamped to [0, 1]: the same photograph never comes back with
+    the same brightness, so a network cannot learn a layer's brightness by recognising it."""
+    mean = clip.mean()
+    contrast = float(rng.uniform(0.5, 1.5))
+    cast = torch.from_numpy(rng.uniform(0.8, 1.2, 3).astype(np.float32)).view(3, 1, 1, 1)
+    return ((clip - mean) * contrast * cast + mean + float(rng.uniform(-0.2, 0.2))).clamp(0, 1)
+
+
 class TranslatedPhotos:
     """The simplest motion there is: each layer a crop of a photograph sliding at its own constant
     whole-pixel velocity (up to ``speed`` px per frame; the two layers' velocities differ). With
     ``noise``, each layer is a fresh noise texture (``noise_texture``) instead of a photograph."""
 
-    def __init__(self, split: str, size: int, frames: int, seed: int = 0, speed: int = 3, noise: bool = False):
+    def __init__(self, split: str, size: int, frames: int, seed: int = 0, speed: int = 3, noise: bool = False,
+                 jitter: bool = False):
         self.bank = None if noise else bank_tensor(available_photos(split), *default_bank_size(size))
-        self.size, self.frames, self.seed, self.speed = size, frames, seed, speed
+        self.size, self.frames, self.seed, self.speed, self.jitter = size, frames, seed, speed, jitter
 
     def _layer(self, rng, velocity) -> torch.Tensor:
         reach = self.speed * self.frames
@@ -92,7 +103,10 @@ class TranslatedPhotos:
         left = int(rng.integers(0, photo.shape[2] - self.size - reach)) + (reach if velocity[1] < 0 else 0)
         frames = [photo[:, top + t * velocity[0] : top + t * velocity[0] + self.size,
                         left + t * velocity[1] : left + t * velocity[1] + self.size] for t in range(self.frames)]
-        return torch.stack(frames, dim=1)
+        clip = torch.stack(frames, dim=1)
+        if self.jitter:
+            clip = photometric_jitter(rng, clip)
+        return clip
 
     def examples(self, indices) -> dict[str, torch.Tensor]:
         pairs = []
@@ -130,7 +144,7 @@ def probe(variant: str, args: argparse.Namespace, held_back: torch.Tensor, seen:
                         final_endpoint=args.endpoint)
     model = model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.Adam(model.parameters(), args.lr)
-    stream = (TranslatedPhotos("train", args.size, args.frames, noise=args.noise) if args.translate
+    stream = (TranslatedPhotos("train", args.size, args.frames, noise=args.noise, jitter=args.jitter) if args.translate
               else camera_only_stream(args.size, args.frames, frozen=args.frozen))
     started, train_ratios = time.perf_counter(), []
     for step in range(1, args.steps + 1):
@@ -170,6 +184,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=0, help="choose the permutation per TILE×TILE square (0: per clip)")
     parser.add_argument("--translate", action="store_true", help="layers slide at constant whole-pixel velocities instead")
     parser.add_argument("--noise", action="store_true", help="with --translate: train on noise textures (scored on photographs)")
+    parser.add_argument("--jitter", action="store_true", help="with --translate: each training layer's contrast, colour and brightness changed at random")
     parser.add_argument("--seen", action="store_true", help="with --translate: also score new pairs of the training photographs")
     parser.add_argument("--frozen", action="store_true", help="the second layer of each pair is a still frame")
     args = parser.parse_args()

@@ -65,3 +65,16 @@ def test_noise_textures_are_fresh_coloured_images_in_range_and_slide_like_the_ph
     assert float((first - second).abs().mean()) > 0.05  # a new texture for every layer
     layers = probe.TranslatedPhotos("train", size=32, frames=4, speed=2, noise=True).examples(range(2))["layers"]
     assert layers.shape == (2, 2, 3, 4, 32, 32)
+
+
+def test_photometric_jitter_changes_a_layers_look_within_range_and_keeps_its_motion():
+    import numpy as np
+
+    probe = _motion_probe()
+    clip = torch.rand(3, 4, 16, 16) * 0.5 + 0.25
+    changed = probe.photometric_jitter(np.random.default_rng(3), clip)
+    assert changed.shape == clip.shape and float(changed.min()) >= 0.0 and float(changed.max()) <= 1.0
+    assert float((changed - clip).abs().mean()) > 0.01
+    # A per-channel affine map of the values: every frame gets the same one, so the motion is untouched.
+    slope = ((changed[0] - changed[0].mean()) * (clip[0] - clip[0].mean())).sum() / (clip[0] - clip[0].mean()).square().sum()
+    assert torch.allclose(changed[0], (clip[0] - clip[0].mean()) * slope + changed[0].mean(), atol=1e-4)
