@@ -41,18 +41,16 @@ class ModelConfig:
             (g near ±1 where one scene owns the edges, 0 where neither does), not by drawing it from
             coarse features: a quarter-width decoder has 8 channels at full resolution, too few to
             draw edges, and the other heads end up moving brightness between the layers.
-            ``motion``: each layer follows its own motion. The blend is averaged over
-            ``2·MOTION_RADIUS + 1`` frames along each of K whole-pixel velocities
+            ``motion`` (not in the paper): each layer follows its own motion. The blend is averaged
+            over ``2·MOTION_RADIUS + 1`` frames along each of K whole-pixel velocities
             (``motion_averages``): a layer moving with that velocity stays sharp, one moving
-            otherwise is smeared. The head predicts, per layer and pixel, K weights (a softmax)
-            choosing among those averages, a gain and an offset, for one layer of each pair: it is
-            (1 + tanh(g))·M + tanh(B), M the weighted average, and its partner is what the blend
-            leaves (2V minus it; exact for α = 0.5). One choice per pair: the network only has to
-            find one velocity present in a region, not agree across outputs on who takes which. The averaging takes the other
-            layer's fine detail out at full resolution, which the decoder cannot do by drawing from
-            coarse features; which velocity a region follows is a smooth, coarse decision; and a
-            choice among fixed averages learns by plain weights, where a predicted continuous
-            velocity learnt nothing (its gradient only sees a pixel's neighbours).
+            otherwise is smeared. Per pixel, a softmax over the K averages picks M; its logits are
+            β·``motion_energy`` (β learnt, starting at ``MOTION_ENERGY_SCALE``: "the sharpest
+            motion") plus the head's. One layer of each pair is (1 + tanh(g))·M + tanh(B), its
+            partner what the blend leaves (2V minus it; exact for α = 0.5), so the network only has
+            to find one velocity present in a region. The averaging removes the other layer's fine
+            detail at full resolution, which the decoder cannot draw from coarse features. At CPU
+            scale it did not beat ``affine`` (docs/results.md).
         input_skip: the decoder's last block also sees the input at full resolution (not in the paper,
             whose finest skip is at stride 2).
     """
@@ -138,8 +136,8 @@ def motion_averages(video: torch.Tensor, max_speed: int = MAX_SPEED, radius: int
 
 def motion_energy(averages: torch.Tensor, window: int = ENERGY_WINDOW) -> torch.Tensor:
     """How much fine detail each motion average keeps, per pixel: ``(B, K, C, T, H, W)`` (C = 1, the
-    grey level, is enough and 3× cheaper) → ``(B, K, T, H, W)``, the log of the local mean (over ``window``×``window`` pixels) of its
-    squared spatial gradient, less its mean over the K velocities. A layer moving with velocity k
+    grey level, is enough and 3× cheaper) → ``(B, K, T, H, W)``, the log of the local mean (over
+    ``window``×``window`` pixels) of its squared spatial gradient, less its mean over the K velocities. A layer moving with velocity k
     keeps its edges in average k and loses them in the others, so the peaks say which velocities are
     present where: a cue the networks here did not learn to compute from the blend in thousands of
     steps, even on pure translations (docs/results.md)."""
