@@ -137,10 +137,11 @@ def motion_averages(video: torch.Tensor, max_speed: int = MAX_SPEED, radius: int
 def motion_energy(averages: torch.Tensor, window: int = ENERGY_WINDOW) -> torch.Tensor:
     """How much fine detail each motion average keeps, per pixel: ``(B, K, C, T, H, W)`` (C = 1, the
     grey level, is enough and 3× cheaper) → ``(B, K, T, H, W)``, the log of the local mean (over
-    ``window``×``window`` pixels) of its squared spatial gradient, less its mean over the K velocities. A layer moving with velocity k
-    keeps its edges in average k and loses them in the others, so the peaks say which velocities are
-    present where: a cue the networks here did not learn to compute from the blend in thousands of
-    steps, even on pure translations (docs/results.md)."""
+    ``window``×``window`` pixels) of its squared spatial gradient, less its mean over the K
+    velocities. A layer moving with velocity k keeps its edges in average k and loses them in the
+    others, so the peaks say which velocities are present where: a cue the networks here did not
+    learn to compute from the blend in thousands of steps, even on pure translations
+    (docs/results.md)."""
     b, k, c, t, h, w = averages.shape
     dx = F.pad(averages[..., :, 1:] - averages[..., :, :-1], (0, 1))
     dy = F.pad(averages[..., 1:, :] - averages[..., :-1, :], (0, 0, 0, 1))
@@ -177,7 +178,9 @@ class CentrifugeNet(nn.Module):
         super().__init__()
         self.config = config
         n = config.num_layers
-        head = {"symmetric": 3 * n // 2, "affine": 2 * n, "motion": (len(velocity_hypotheses()) + 4) * n // 2}.get(config.output, 3 * n)  # affine: a gain and 3 offsets per difference
+        # affine: a gain and 3 offsets per difference; motion: K logits, a gain and 3 offsets per pair
+        head = {"symmetric": 3 * n // 2, "affine": 2 * n,
+                "motion": (len(velocity_hypotheses()) + 4) * n // 2}.get(config.output, 3 * n)
         self.predictor = UNet(3, head, config.final_endpoint, config.width, config.input_skip)
         if config.output == "motion":
             # The choice among velocities starts as "the one along which the blend stays sharpest"
@@ -240,7 +243,8 @@ class CentrifugeNet(nn.Module):
         x = _replicate_pad(video, self.stride)
         if self.config.output == "motion":
             averages = motion_averages(x.float())
-            energy = motion_energy(motion_averages(x.float().mean(dim=1, keepdim=True)))
+            # The averages are linear in the video: their mean over colour is the grey level's.
+            energy = motion_energy(averages.mean(dim=2, keepdim=True))
             layers = self._layers_from_head(self.predictor(x * 2 - 1), x, averages, energy)
         else:
             layers = self._layers_from_head(self.predictor(x * 2 - 1), x)
