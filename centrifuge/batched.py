@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 
 from .data import RESIZE_FACTOR, VideoFolder
 from .generator import BatchedGenerator, gaussian_blur_batch, render
+from .synthetic import LightPlan, draw_light, render_light
 from .video import read_clip
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,8 @@ class LayerKinds:
         dim: probability that one layer is dimmer, scaled by a factor uniform in ``dim_range``.
         linear_light: blend in linear light (decode gamma 2.2, blend, encode) instead of averaging
             the encoded values.
+        light: probability that one layer (either) is a light instead of a clip
+            (:func:`~centrifuge.synthetic.draw_light`).
     """
 
     alpha: float | tuple[float, float] = 0.5
@@ -113,6 +116,7 @@ class LayerKinds:
     dim: float = 0.0
     dim_range: tuple[float, float] = (0.4, 0.9)
     linear_light: bool = False
+    light: float = 0.0
 
     def draw(self, rng: np.random.Generator) -> tuple[float, np.ndarray, np.ndarray]:
         """α, per-layer blur σ ``(2,)`` (0: sharp) and per-layer gain ``(2,)`` of one example."""
@@ -123,6 +127,12 @@ class LayerKinds:
         if rng.random() < self.dim:
             gain[rng.integers(2)] = rng.uniform(*self.dim_range)
         return alpha, sigma, gain
+
+    def draw_light(self, rng: np.random.Generator) -> tuple[int, LightPlan] | None:
+        """Which layer of one example is a light, and the light; None (and no draw) without lights."""
+        if not self.light or rng.random() >= self.light:
+            return None
+        return int(rng.integers(2)), draw_light(rng)
 
 
 def blend_linear_light(layers: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -171,7 +181,7 @@ class BatchedPairs:
         """Every random choice of examples ``indices`` (numpy only: cheap to make in CPU worker
         processes and to send to the process that renders on the GPU)."""
         real_plans, synthetic_plans, slots, still = [], [], [], []
-        alphas, sigmas, gains = [], [], []
+        alphas, sigmas, gains, lights = [], [], [], []
         for i in indices:
             rng = np.random.default_rng([self.seed, int(i)])
             first_video = None
@@ -190,11 +200,14 @@ class BatchedPairs:
                 if self.train and rng.random() < 0.5 and slots[-1][0] == "synthetic":
                     synthetic_plans[-1] = _mirrored(synthetic_plans[-1], self.crop_size)
             alpha, sigma, gain = self.kinds.draw(rng)
+            light = self.kinds.draw_light(rng)
+            if light is not None:
+                lights.append((2 * (len(alphas)) + light[0], light[1]))
             alphas.append(alpha)
             sigmas.append(sigma)
             gains.append(gain)
         return BatchPlan(real_plans, synthetic_plans, slots, still, np.array(alphas, dtype=np.float32),
-                         np.concatenate(sigmas).astype(np.float32), np.concatenate(gains).astype(np.float32))
+                         np.concatenate(sigmas).astype(np.float32), np.concatenate(gains).astype(np.float32), lights)
 
     def render(self, plan: "BatchPlan") -> dict[str, torch.Tensor]:
         """Make the planned examples on the device of the bank and the generator."""
@@ -208,6 +221,8 @@ class BatchedPairs:
         for s in range(len(plan.slots)):
             if self.frozen[s % 2]:
                 clips[s] = clips[s][:, plan.still[s] : plan.still[s] + 1].expand_as(clips[s])
+        for s, light in plan.lights:
+            clips[s] = render_light(light, *clips.shape[2:], device=device)
         clips = gaussian_blur_batch(clips, torch.from_numpy(plan.sigma).to(device)) * torch.from_numpy(plan.gain).to(device).view(-1, 1, 1, 1, 1)
         n = len(plan.alpha)
         return {"layers": clips.view(n, 2, *clips.shape[1:]), "alpha": torch.from_numpy(plan.alpha).to(device)}
@@ -224,6 +239,7 @@ class BatchPlan:
     alpha: np.ndarray  # (N,)
     sigma: np.ndarray  # (2N,) blur of each layer
     gain: np.ndarray  # (2N,)
+    lights: list = field(default_factory=list)  # (layer slot, LightPlan) of the layers that are lights
 
 
 def _mirrored(plan, width: int):

@@ -275,6 +275,11 @@ def _add_export(sub) -> None:
     p.add_argument("destination", help="output .safetensors file")
     p.add_argument("--fp32", action="store_true", help="keep 32-bit weights (default: 16-bit, half the size)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--calibrate", type=int, default=0, metavar="CLIPS",
+                   help="first re-estimate the BatchNorm statistics on CLIPS clips of the run's own training mix at the "
+                        "size the model will run at (default: off; the bundled model: 64)")
+    p.add_argument("--calibrate-shape", default="32x112", metavar="FRAMESxSIZE",
+                   help="clip length and crop size of the calibration clips (default: %(default)s, the benchmark's)")
     p.set_defaults(func=_run_export)
 
 
@@ -283,7 +288,15 @@ def _run_export(args) -> int:
 
     if Path(args.destination).exists() and not args.force:
         raise UserError(f"{args.destination} exists; pass --force to overwrite it")
-    print(export_model(args.source, args.destination, half=not args.fp32))
+    calibration = None
+    if args.calibrate:
+        from .calibrate import Calibration
+
+        frames, _, size = args.calibrate_shape.partition("x")
+        if args.calibrate < 0 or not (frames.isdigit() and size.isdigit() and int(frames) > 0 and int(size) > 0):
+            raise UserError(f"--calibrate needs a positive clip count and --calibrate-shape FRAMESxSIZE, got {args.calibrate} and {args.calibrate_shape!r}")
+        calibration = Calibration(args.calibrate, int(frames), int(size))
+    print(export_model(args.source, args.destination, half=not args.fp32, calibration=calibration))
     return 0
 
 

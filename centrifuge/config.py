@@ -38,6 +38,9 @@ class TrainConfig:
         video_textures: also use frames of the training videos as textures (batched pipeline).
         layer_blur / layer_dim: probability that one layer of a pair is out of focus (σ 1–5 px) /
             dimmer (×0.4–0.9), fixed over the clip. linear_light: blend in linear light (gamma 2.2).
+        layer_light: probability that one layer of a pair is a light instead of a clip: a flat,
+            saturated, black or white colour (the paper's Figure 4), a coloured light, a gradient or a
+            shadow, varying slowly over the clip (both pipelines).
         time_budget: seconds of training; when set, the learning rate warms up over the first
             ``warmup`` share of the budget, then follows a cosine to 1 % of ``lr``, and the run
             stops (with a checkpoint) when the budget is spent, whatever ``steps`` says.
@@ -84,6 +87,7 @@ class TrainConfig:
     layer_blur: float = 0.0
     layer_dim: float = 0.0
     linear_light: bool = False
+    layer_light: float = 0.0
     time_budget: float | None = None
     checkpoint_seconds: float | None = None
     render_in_trainer: bool | None = None

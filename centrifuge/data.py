@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .synthetic import SyntheticConfig, photo_bank, synthetic_video
+from .synthetic import SyntheticConfig, draw_light, photo_bank, render_light, synthetic_video
 from .video import VideoError, VideoInfo, find_videos, probe, read_clip
 
 log = logging.getLogger(__name__)
@@ -354,6 +354,8 @@ class LayerPairs(Dataset):
         length: items per epoch.
         frozen: which layers are frozen (a frame repeated), e.g. ``(True, True)`` (Table 3).
         same_class: pair videos of the same class (needs a folder with classes).
+        light: probability that one layer (either) is a light instead of a clip
+            (:func:`~centrifuge.synthetic.draw_light`); the other stays a clip.
     """
 
     def __init__(
@@ -368,7 +370,9 @@ class LayerPairs(Dataset):
         frozen: tuple[bool, bool] = (False, False),
         same_class: bool = False,
         stride: int = 1,
+        light: float = 0.0,
     ):
+        self.light = light
         self.sources = list(sources) if isinstance(sources, (list, tuple)) else [sources]
         weights = np.asarray(weights if weights is not None else [1.0] * len(self.sources), dtype=float)
         self.weights = weights / weights.sum()
@@ -431,4 +435,8 @@ class LayerPairs(Dataset):
             lab = self.sources[source_id].label(index)
             labels.append(-1 if lab is None else lab)
             videos.append(index)
+        if self.light and rng.random() < self.light:  # no draw at all without lights: streams stay as they were
+            k = int(rng.integers(2))
+            layers[k] = render_light(draw_light(rng), *layers[k].shape[1:])
+            labels[k], videos[k] = -1, -1
         return {"layers": torch.stack(layers), "labels": torch.tensor(labels), "videos": torch.tensor(videos)}

@@ -303,3 +303,61 @@ def synthetic_video(
     noise = torch.from_numpy(rng.normal(0, config.noise_std, size=frames.shape).astype(np.float32))
     frames = (frames + noise).clamp(0, 1)
     return (frames.permute(0, 2, 3, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
+
+
+@dataclass(frozen=True)
+class LightPlan:
+    """A light layer: a colour that varies smoothly over the frame and slowly over the clip.
+
+    Value at normalised position (x, y) ∈ [−1, 1]² and time s ∈ [0, 1]:
+    ``colour + ramp·(x cos θ + y sin θ) + spot·exp(−|p − centre(s)|² / 2r²)``, clamped to [0, 1],
+    times a brightness that drifts linearly over the clip.
+    """
+
+    colour: np.ndarray  # (3,)
+    ramp: np.ndarray  # (3,) amplitude of a linear gradient across the frame
+    angle: float
+    spot: np.ndarray  # (3,) amplitude of a soft spot (negative: a shadow)
+    centre: np.ndarray  # (2, 2): the spot's centre at the first and at the last frame
+    radius: float
+    drift: float  # brightness at the last frame relative to the first
+
+
+def draw_light(rng: np.random.Generator) -> LightPlan:
+    """A light like the paper's Figure 4 colours (flat, saturated, black or white), or a coloured
+    light, a gradient or a shadow: the second layer a separator meets that has no detail of its own."""
+    kind = rng.random()
+    if kind < 0.4:  # a saturated colour: one or two channels high, the rest low
+        colour = np.where(rng.random(3) < 0.5, rng.uniform(0.7, 1.0, 3), rng.uniform(0.0, 0.3, 3))
+    elif kind < 0.7:  # a grey level, black and white included
+        colour = np.full(3, rng.choice([0.0, 1.0]) if rng.random() < 0.4 else rng.uniform(0, 1))
+    else:
+        colour = rng.uniform(0, 1, 3)
+    flat = rng.random() < 0.4
+    scale = 0.0 if flat else 1.0
+    return LightPlan(
+        colour=colour.astype(np.float32),
+        ramp=(scale * rng.uniform(-0.3, 0.3) * rng.uniform(0.5, 1.0, 3)).astype(np.float32),
+        angle=float(rng.uniform(0, 2 * math.pi)),
+        spot=(scale * rng.uniform(-0.4, 0.4) * rng.uniform(0.5, 1.0, 3)).astype(np.float32),
+        centre=rng.uniform(-1, 1, (2, 2)).astype(np.float32),
+        radius=float(rng.uniform(0.3, 1.0)),
+        drift=1.0 if flat else float(rng.uniform(0.8, 1.2)),
+    )
+
+
+def render_light(plan: LightPlan, num_frames: int, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The light of ``plan`` as a ``(3, T, H, W)`` clip in [0, 1]."""
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, height, device=device), torch.linspace(-1, 1, width, device=device), indexing="ij")
+    s = torch.linspace(0, 1, num_frames, device=device).view(num_frames, 1, 1)
+    centre = torch.from_numpy(plan.centre).to(device)
+    cx = centre[0, 0] + (centre[1, 0] - centre[0, 0]) * s
+    cy = centre[0, 1] + (centre[1, 1] - centre[0, 1]) * s
+    spot = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * plan.radius**2))  # (T, H, W)
+    ramp = (xs * math.cos(plan.angle) + ys * math.sin(plan.angle)).expand(num_frames, height, width)
+
+    def channel(c: int) -> torch.Tensor:
+        return float(plan.colour[c]) + float(plan.ramp[c]) * ramp + float(plan.spot[c]) * spot
+
+    brightness = 1.0 + (plan.drift - 1.0) * s
+    return (torch.stack([channel(c) for c in range(3)]) * brightness).clamp(0, 1)

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -40,11 +40,14 @@ from .config import TrainConfig
 from .data import LayerPairs, SyntheticSource, VideoFolder, blend_layers, sample_alpha
 from .generator import BatchedGenerator, default_bank_size
 from .photos import available_photos, bank_tensor, describe, video_textures
-from .video import find_videos
+from .video import VideoError, find_videos
 from .batched import BatchedPairs, ClipBank, LayerKinds, StepBatches, blend_linear_light
 from .devices import autocast_dtype, resolve_device, use_channels_last
 from .losses import identity_outputs, pit_loss
 from .models import CentrifugeNet, ModelConfig, build_model
+
+if TYPE_CHECKING:
+    from .calibrate import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +173,7 @@ def build_datasets(config: TrainConfig) -> tuple[LayerPairs, LayerPairs]:
     sources, weights = _training_sources(config, config.seed, folder)
     frozen = (config.frozen, config.frozen)
     train = LayerPairs(sources, length=1_000_000, num_frames=config.num_frames, crop_size=config.crop_size,
-                       train=True, seed=config.seed, weights=weights, frozen=frozen)
+                       train=True, seed=config.seed, weights=weights, frozen=frozen, light=config.layer_light)
     return train, _validation_set(config, frozen, torch.device("cpu"), batched=False)
 
 
@@ -218,7 +221,7 @@ def make_batched_pairs(config: TrainConfig, folder: VideoFolder | None, data_dev
         generator = BatchedGenerator(bank_tensor(photos, *default_bank_size(config.crop_size)), data_device, seed=config.seed)
         parts.append(f"generated clips of {len(photos)} training photographs ({describe(photos)})")
     kinds = LayerKinds(alpha=tuple(config.alpha) if isinstance(config.alpha, list) else config.alpha, blur=config.layer_blur,
-                       dim=config.layer_dim, linear_light=config.linear_light)
+                       dim=config.layer_dim, linear_light=config.linear_light, light=config.layer_light)
     pairs = BatchedPairs(generator, bank, real_share, config.num_frames, config.crop_size, seed=config.seed, kinds=kinds,
                          frozen=(config.frozen, config.frozen))
     return pairs, f"batched pipeline on {data_device.type}: " + " + ".join(parts)
@@ -737,9 +740,13 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
     return model.to(device).eval()
 
 
-def export_model(source: str | os.PathLike, destination: str | os.PathLike, half: bool = True, extra: dict | None = None) -> Path:
+def export_model(source: str | os.PathLike, destination: str | os.PathLike, half: bool = True, extra: dict | None = None,
+                 calibration: "Calibration | None" = None) -> Path:
     """Write a run's model as ``destination`` (.safetensors, fp16 by default: half the size, same
-    results to within rounding) and a ``.json`` beside it: what ``Centrifuge.from_pretrained`` loads."""
+    results to within rounding) and a ``.json`` beside it: what ``Centrifuge.from_pretrained`` loads.
+
+    With ``calibration``, the BatchNorm statistics are first re-estimated on that many clips of the
+    run's own training mix at that size (:mod:`centrifuge.calibrate`), and the ``.json`` says so."""
     from safetensors.torch import save_file
 
     source, destination = Path(source), Path(destination)
@@ -747,7 +754,14 @@ def export_model(source: str | os.PathLike, destination: str | os.PathLike, half
         raise TrainingError(f"{destination}: the exported model must be a .safetensors file")
     model = load_trained_model(source)
     checkpoint = latest_valid_checkpoint(source / "checkpoints") if (source / "checkpoints").is_dir() else source
-    meta = read_meta(checkpoint) if checkpoint is not None and checkpoint.is_dir() else {}
+    if checkpoint is not None and checkpoint.is_dir():
+        meta = read_meta(checkpoint)
+    elif source.suffix == ".safetensors":
+        meta = json.loads(source.with_suffix(".json").read_text())
+    else:
+        meta = {}
+    if calibration is not None:
+        extra = {**(extra or {}), "batchnorm_calibration": _calibrate(model, meta.get("train_config"), calibration, source)}
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     destination.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(destination))
@@ -760,3 +774,16 @@ def export_model(source: str | os.PathLike, destination: str | os.PathLike, half
     if record.is_file():  # what it trained on travels with the model (evaluate warns on overlap)
         destination.with_suffix(".training_files.json").write_text(record.read_text())
     return destination
+
+
+def _calibrate(model: CentrifugeNet, train_config: dict | None, calibration: "Calibration", source: Path) -> dict:
+    from .calibrate import recalibrate_batchnorm, training_mix_blends
+
+    if not train_config:
+        raise TrainingError(f"{source}: its training options are not recorded, so its training mix cannot be drawn for calibration")
+    config = TrainConfig.from_dict(train_config)
+    try:
+        recalibrate_batchnorm(model, training_mix_blends(config, calibration))
+    except (VideoError, OSError) as e:
+        raise TrainingError(f"calibrating {source} on its training data ({config.data}): {e}") from None
+    return calibration.to_dict()

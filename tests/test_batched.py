@@ -72,3 +72,27 @@ def test_layer_kinds_blur_or_dim_one_layer_and_linear_light_blends_in_linear_lig
     layers = torch.stack([torch.full((1, 3, 1, 2, 2), 1.0), torch.full((1, 3, 1, 2, 2), 0.0)], dim=1)
     blend = blend_linear_light(layers, torch.tensor([0.5]))
     assert torch.allclose(blend, torch.full_like(blend, 0.5 ** (1 / 2.2)))  # brighter than the plain average 0.5
+
+
+def test_layer_light_replaces_one_layer_of_some_pairs_in_both_pipelines_and_leaves_other_streams_as_they_were():
+    from centrifuge.data import LayerPairs, SyntheticSource
+
+    def is_light(clip: torch.Tensor) -> bool:  # smooth: no neighbouring pixels far apart
+        return float(clip.diff(dim=-1).abs().max()) < 0.06
+
+    plain = LayerPairs([SyntheticSource(seed=1)], length=40, num_frames=4, crop_size=32)
+    lit = LayerPairs([SyntheticSource(seed=1)], length=40, num_frames=4, crop_size=32, light=0.5)
+    counts = [sum(is_light(layer) for layer in lit[i]["layers"]) for i in range(40)]
+    assert set(counts) == {0, 1} and 8 <= sum(counts) <= 32  # one layer of about half the pairs
+    for i in range(40):  # the clips are drawn as before: a light only replaces one of them
+        same = [torch.equal(a, b) for a, b in zip(plain[i]["layers"], lit[i]["layers"])]
+        assert sum(same) == 2 - counts[i]
+    assert not any(is_light(layer) for i in range(10) for layer in plain[i]["layers"])
+
+    generator = BatchedGenerator(bank_tensor(available_photos("train"), *default_bank_size(32)))
+    pairs = BatchedPairs(generator, None, 0.0, 4, 32, kinds=LayerKinds(light=0.5))
+    layers = pairs.examples(range(40))["layers"]
+    counts = [sum(is_light(layer) for layer in example) for example in layers]
+    assert set(counts) == {0, 1} and 8 <= sum(counts) <= 32
+    unlit = BatchedPairs(generator, None, 0.0, 4, 32).examples(range(4))["layers"]
+    assert torch.equal(unlit, BatchedPairs(generator, None, 0.0, 4, 32, kinds=LayerKinds(light=0.0)).examples(range(4))["layers"])

@@ -20,3 +20,21 @@ def test_videos_move_and_look_like_photographs():
         assert 10 < video.mean() < 245
     assert np.mean(motion) > 2.0
     assert np.mean(texture) > 2.0
+
+
+def test_lights_have_no_detail_of_their_own_and_include_flat_saturated_and_varying_ones():
+    import torch
+
+    from centrifuge.synthetic import draw_light, render_light
+
+    rng = np.random.default_rng(0)
+    lights = [render_light(draw_light(rng), 8, 32, 32) for _ in range(200)]
+    assert all(light.shape == (3, 8, 32, 32) and 0 <= light.min() and light.max() <= 1 for light in lights)
+    # no fine detail: at 32 px across, neighbouring pixels differ by a few levels at most
+    assert max(float(light.diff(dim=-1).abs().max()) for light in lights) < 0.06
+    flat = [light for light in lights if float(light.std((1, 2, 3)).max()) < 1e-6]
+    assert 0.2 < len(flat) / len(lights) < 0.6
+    saturated = [light for light in flat if float(light.mean((1, 2, 3)).max() - light.mean((1, 2, 3)).min()) > 0.5]
+    assert len(saturated) >= 20  # the paper's Figure 4 colours are among them
+    assert any(float((light[:, -1] - light[:, 0]).abs().mean()) > 0.02 for light in lights)  # some change over the clip
+    assert torch.equal(render_light(draw_light(np.random.default_rng(5)), 4, 8, 8), render_light(draw_light(np.random.default_rng(5)), 4, 8, 8))
