@@ -62,3 +62,23 @@ def test_a_bad_calibration_shape_is_one_line_and_writes_nothing(tmp_path, capsys
     destination = tmp_path / "model.safetensors"
     assert main(["export", str(tmp_path / "run"), str(destination), "--calibrate", "4", "--calibrate-shape", shape]) != 0
     assert "--calibrate" in capsys.readouterr().err and not destination.exists()
+
+
+def test_calibrating_a_run_whose_training_videos_are_gone_is_one_line(tmp_path, capsys):
+    import shutil
+
+    from centrifuge.video import write_video
+    from conftest import moving_frames
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for seed in (1, 2):
+        write_video(videos / f"{seed}.mp4", moving_frames(12, 40, 40, seed=seed))
+    config = make_config("tiny", overrides=["steps=1", "batch_size=2", "workers=0", "val_every=1000", "val_clips=2", "checkpoint_every=1",
+                                            f"data={videos}", "pipeline=loader"])
+    train(config, tmp_path / "run", progress=False)
+    shutil.rmtree(videos)
+    destination = tmp_path / "model.safetensors"
+    assert main(["export", str(tmp_path / "run"), str(destination), "--calibrate", "2", "--calibrate-shape", "8x32"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "calibrat" in err and "Traceback" not in err and not destination.exists()

@@ -153,6 +153,6 @@ def test_evaluate_warns_when_the_benchmark_overlaps_what_a_model_trained_on(tmp_
     from centrifuge.evaluate import training_overlap
 
     (tmp_path / "training_files.json").write_text(_json.dumps([{"path": str((shared_videos / "cup.mp4").resolve()), "size": 1}]))
-    data = f"{shared_videos / 'cup.mp4'},{shared_videos / 'bikes.mp4'}"
+    data = f"{shared_videos / 'cup.mp4'},{shared_videos / 'bikes.mp4'},{shared_videos / 'box.mp4'}"
     assert training_overlap(str(tmp_path), data) == [str(shared_videos / "cup.mp4")]
-    assert training_overlap(None, data) == [str(shared_videos / "bikes.mp4")]  # the bundled model trained on bikes, not cup
+    assert training_overlap(None, data) == [str(shared_videos / "box.mp4")]  # the bundled model trained on box, not cup or bikes
