@@ -46,7 +46,7 @@ def recalibrate_batchnorm(model: nn.Module, blends: Iterable[torch.Tensor]) -> i
     layers = batchnorm_layers(model)
     if not layers:
         raise ValueError("the model has no BatchNorm layer to recalibrate")
-    saved = [(m.momentum, m.training) for m in layers]
+    momenta = [m.momentum for m in layers]
     for m in layers:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the batches, not a moving one
@@ -57,7 +57,7 @@ def recalibrate_batchnorm(model: nn.Module, blends: Iterable[torch.Tensor]) -> i
             model(blend)
             seen += 1
     finally:
-        for m, (momentum, _) in zip(layers, saved):
+        for m, momentum in zip(layers, momenta):
             m.momentum = momentum
         model.eval()
     if seen == 0:
@@ -66,8 +66,9 @@ def recalibrate_batchnorm(model: nn.Module, blends: Iterable[torch.Tensor]) -> i
 
 
 def training_mix_blends(config, calibration: Calibration, batch_size: int = 4, seed: int = 1_000_003) -> Iterable[torch.Tensor]:
-    """Blends (α = 0.5) of ``calibration.clips`` fresh clips of a run's training mix (its videos and
-    generated clips, drawn as in training, from a seed training does not use) at the calibration size."""
+    """Blends (α = 0.5) of ``calibration.clips`` fresh pairs of a run's training mix (its videos and
+    generated clips in its proportions, drawn clip by clip as the loader pipeline draws them, from a
+    seed training does not use) at the calibration size."""
     from .train import build_datasets
 
     config = type(config).from_dict({**config.to_dict(), "num_frames": calibration.num_frames, "crop_size": calibration.crop_size,

@@ -277,7 +277,7 @@ def _add_export(sub) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.add_argument("--calibrate", type=int, default=0, metavar="CLIPS",
                    help="first re-estimate the BatchNorm statistics on CLIPS clips of the run's own training mix at the "
-                        "size the model will run at (default: off; the bundled model: 64)")
+                        "size the model will run at (default: off)")
     p.add_argument("--calibrate-shape", default="32x112", metavar="FRAMESxSIZE",
                    help="clip length and crop size of the calibration clips (default: %(default)s, the benchmark's)")
     p.set_defaults(func=_run_export)
