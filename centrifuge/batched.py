@@ -22,7 +22,7 @@ import torch
 
 from .data import RESIZE_FACTOR, VideoFolder
 from .generator import BatchedGenerator, gaussian_blur_batch, render
-from .synthetic import LightPlan, draw_light, render_light
+from .synthetic import LightPlan, draw_focus_and_gain, draw_light, render_light
 from .video import read_clip
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,7 @@ class LayerKinds:
     def draw(self, rng: np.random.Generator) -> tuple[float, np.ndarray, np.ndarray]:
         """α, per-layer blur σ ``(2,)`` (0: sharp) and per-layer gain ``(2,)`` of one example."""
         alpha = float(rng.uniform(*self.alpha)) if isinstance(self.alpha, (tuple, list)) else float(self.alpha)
-        sigma, gain = np.zeros(2), np.ones(2)
-        if rng.random() < self.blur:
-            sigma[rng.integers(2)] = rng.uniform(*self.blur_sigma)
-        if rng.random() < self.dim:
-            gain[rng.integers(2)] = rng.uniform(*self.dim_range)
+        sigma, gain = draw_focus_and_gain(rng, self.blur, self.blur_sigma, self.dim, self.dim_range)
         return alpha, sigma, gain
 
     def draw_light(self, rng: np.random.Generator) -> tuple[int, LightPlan] | None:

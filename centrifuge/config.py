@@ -37,7 +37,7 @@ class TrainConfig:
             ``make photos`` when present) or ``scikit-image``. Training uses their training part.
         video_textures: also use frames of the training videos as textures (batched pipeline).
         layer_blur / layer_dim: probability that one layer of a pair is out of focus (σ 1–5 px) /
-            dimmer (×0.4–0.9), fixed over the clip. linear_light: blend in linear light (gamma 2.2).
+            dimmer (×0.4–0.9), fixed over the clip (both pipelines). linear_light: blend in linear light (gamma 2.2).
         layer_light: probability that one layer of a pair is a light instead of a clip: a flat,
             saturated, black or white colour (the paper's Figure 4), a coloured light, a gradient or a
             shadow, varying slowly over the clip (both pipelines).

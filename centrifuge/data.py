@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .synthetic import SyntheticConfig, draw_light, photo_bank, render_light, synthetic_video
+from .generator import gaussian_blur_batch
+from .synthetic import SyntheticConfig, draw_focus_and_gain, draw_light, photo_bank, render_light, synthetic_video
 from .video import VideoError, VideoInfo, find_videos, probe, read_clip
 
 log = logging.getLogger(__name__)
@@ -356,6 +357,9 @@ class LayerPairs(Dataset):
         same_class: pair videos of the same class (needs a folder with classes).
         light: probability that one layer (either) is a light instead of a clip
             (:func:`~centrifuge.synthetic.draw_light`); the other stays a clip.
+        blur / dim: probability that one layer is out of focus (σ uniform in ``blur_sigma`` px) /
+            dimmer (× uniform in ``dim_range``), fixed over the clip, as the batched pipeline's
+            :class:`~centrifuge.batched.LayerKinds`.
     """
 
     def __init__(
@@ -371,8 +375,13 @@ class LayerPairs(Dataset):
         same_class: bool = False,
         stride: int = 1,
         light: float = 0.0,
+        blur: float = 0.0,
+        dim: float = 0.0,
+        blur_sigma: tuple[float, float] = (1.0, 5.0),
+        dim_range: tuple[float, float] = (0.4, 0.9),
     ):
         self.light = light
+        self.blur, self.dim, self.blur_sigma, self.dim_range = blur, dim, blur_sigma, dim_range
         self.sources = list(sources) if isinstance(sources, (list, tuple)) else [sources]
         weights = np.asarray(weights if weights is not None else [1.0] * len(self.sources), dtype=float)
         self.weights = weights / weights.sum()
@@ -439,4 +448,10 @@ class LayerPairs(Dataset):
             k = int(rng.integers(2))
             layers[k] = render_light(draw_light(rng), *layers[k].shape[1:])
             labels[k], videos[k] = -1, -1
+        if self.blur or self.dim:  # likewise: no draw without them
+            sigma, gain = draw_focus_and_gain(rng, self.blur, self.blur_sigma, self.dim, self.dim_range)
+            for k in range(2):
+                if sigma[k] > 0:
+                    layers[k] = gaussian_blur_batch(layers[k][None], torch.tensor([sigma[k]], dtype=torch.float32))[0]
+                layers[k] = layers[k] * float(gain[k])
         return {"layers": torch.stack(layers), "labels": torch.tensor(labels), "videos": torch.tensor(videos)}

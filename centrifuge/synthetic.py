@@ -323,6 +323,18 @@ class LightPlan:
     drift: float  # brightness at the last frame relative to the first
 
 
+def draw_focus_and_gain(rng: np.random.Generator, blur: float, blur_sigma: tuple[float, float], dim: float,
+                        dim_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-layer blur σ ``(2,)`` (0: sharp) and gain ``(2,)`` of one pair: with probability ``blur``
+    one layer is out of focus, with probability ``dim`` one is dimmer (two draws, always made)."""
+    sigma, gain = np.zeros(2), np.ones(2)
+    if rng.random() < blur:
+        sigma[rng.integers(2)] = rng.uniform(*blur_sigma)
+    if rng.random() < dim:
+        gain[rng.integers(2)] = rng.uniform(*dim_range)
+    return sigma, gain
+
+
 def draw_light(rng: np.random.Generator) -> LightPlan:
     """A light like the paper's Figure 4 colours (flat, saturated, black or white), or a coloured
     light, a gradient or a shadow: the second layer a separator meets that has no detail of its own."""

@@ -173,7 +173,8 @@ def build_datasets(config: TrainConfig) -> tuple[LayerPairs, LayerPairs]:
     sources, weights = _training_sources(config, config.seed, folder)
     frozen = (config.frozen, config.frozen)
     train = LayerPairs(sources, length=1_000_000, num_frames=config.num_frames, crop_size=config.crop_size,
-                       train=True, seed=config.seed, weights=weights, frozen=frozen, light=config.layer_light)
+                       train=True, seed=config.seed, weights=weights, frozen=frozen, light=config.layer_light,
+                       blur=config.layer_blur, dim=config.layer_dim)
     return train, _validation_set(config, frozen, torch.device("cpu"), batched=False)
 
 

@@ -96,3 +96,22 @@ def test_layer_light_replaces_one_layer_of_some_pairs_in_both_pipelines_and_leav
     assert set(counts) == {0, 1} and 8 <= sum(counts) <= 32
     unlit = BatchedPairs(generator, None, 0.0, 4, 32).examples(range(4))["layers"]
     assert torch.equal(unlit, BatchedPairs(generator, None, 0.0, 4, 32, kinds=LayerKinds(light=0.0)).examples(range(4))["layers"])
+
+
+def test_loader_pipeline_blurs_or_dims_one_layer_too_and_leaves_other_streams_as_they_were():
+    """``layer_blur`` / ``layer_dim`` reach the clip-by-clip pipeline as well (they used to be ignored there)."""
+    from centrifuge.data import LayerPairs, SyntheticSource
+
+    def detail(clip: torch.Tensor) -> float:
+        return float(clip.diff(dim=-1).abs().mean())
+
+    plain = LayerPairs([SyntheticSource(seed=2)], length=12, num_frames=4, crop_size=32)
+    kinds = LayerPairs([SyntheticSource(seed=2)], length=12, num_frames=4, crop_size=32, blur=1.0, dim=1.0)
+    for i in range(12):
+        before, after = plain[i]["layers"], kinds[i]["layers"]
+        softer = [detail(a) < 0.8 * detail(b) for a, b in zip(after, before)]
+        darker = [float(a.mean()) < 0.95 * float(b.mean()) for a, b in zip(after, before)]
+        assert sum(softer) >= 1 and sum(darker) >= 1  # one layer out of focus, one dimmer (maybe the same)
+        assert any(torch.equal(a, b) for a, b in zip(after, before)) == (softer == darker and sum(softer) == 1)
+    unchanged = LayerPairs([SyntheticSource(seed=2)], length=3, num_frames=4, crop_size=32, blur=0.0, dim=0.0)
+    assert all(torch.equal(unchanged[i]["layers"], plain[i]["layers"]) for i in range(3))
