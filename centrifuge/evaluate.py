@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +37,8 @@ class BenchmarkRow:
     worse: int = 0  # pairs whose loss exceeds the identity baseline's
     count: int = 0
     other_detail: float = float("nan")  # share of a layer's detail that is the other scene's (see other_scene_share)
+    pair_losses: list[float] = field(default_factory=list)  # per pair, in the benchmark's order
+    pair_identities: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -46,7 +48,8 @@ class BenchmarkRow:
         return {"name": self.name, "loss": self.loss, "identity": self.identity, "ratio": self.ratio, "ratio_se": self.ratio_se,
                 "psnr_layers": self.psnr_layers, "psnr_blend": self.psnr_blend, "ssim_layers": self.ssim_layers,
                 "ssim_blend": self.ssim_blend, "worse_than_identity": self.worse, "pairs": self.count,
-                "other_scene_detail": self.other_detail, "seconds": self.seconds}
+                "other_scene_detail": self.other_detail, "seconds": self.seconds,
+                "pair_losses": self.pair_losses, "pair_identities": self.pair_identities}
 
 
 def ratio_standard_error(losses: torch.Tensor, identities: torch.Tensor) -> float:
@@ -165,7 +168,7 @@ def score_model(model: CentrifugeNet, name: str, pairs: torch.Tensor, batch_size
     mean = lambda xs: float(torch.cat(xs).mean())  # noqa: E731
     return BenchmarkRow(name, float(loss.mean()), float(identity.mean()), mean(gains), mean(blends), seconds,
                         ratio_standard_error(loss, identity), mean(ssims), mean(blend_ssims), int((loss > identity).sum()), len(loss),
-                        mean(others))
+                        mean(others), loss.tolist(), identity.tolist())
 
 
 def identity_row(pairs: torch.Tensor, chunk: int = 8) -> BenchmarkRow:
@@ -181,7 +184,7 @@ def identity_row(pairs: torch.Tensor, chunk: int = 8) -> BenchmarkRow:
     identity = torch.cat(identities)
     blend_psnr, blend_ssim, other = (float(torch.cat(xs).mean()) for xs in (psnrs, ssims, others))
     return BenchmarkRow("identity baseline", float(identity.mean()), float(identity.mean()), blend_psnr, blend_psnr, 0.0,
-                        0.0, blend_ssim, blend_ssim, 0, len(pairs), other)
+                        0.0, blend_ssim, blend_ssim, 0, len(pairs), other, identity.tolist(), identity.tolist())
 
 
 def run_benchmark(models: Sequence[tuple[str, CentrifugeNet]], data: str, num_pairs: int = 24, num_frames: int = 32,
@@ -204,7 +207,30 @@ def format_table(rows: Sequence[BenchmarkRow]) -> str:
         worse = f"{row.worse}/{row.count}" if row.count else ""
         lines.append(f"{row.name[-40:]:<40} {row.loss:8.4f} {row.ratio:7.3f} {se:>7} {row.psnr_layers:10.2f}dB {row.psnr_blend:9.2f}dB "
                      f"{row.ssim_layers:6.3f} {row.other_detail:6.3f} {worse:>7} {seconds:>8}")
-    return "\n".join(lines) + "\nother: share of each layer's detail that belongs to the other scene (0.5 = not separated, 0 = separated)"
+    return "\n".join(lines) + "\nother: share of each layer's detail that belongs to the other scene (0.5 = not separated, 0 = separated)" + format_paired(rows)
+
+
+def paired_difference(candidate: BenchmarkRow, reference: BenchmarkRow) -> tuple[float, float, int]:
+    """``candidate.ratio − reference.ratio`` on the same pairs, its standard error over pairs (the
+    pairs' own difficulty cancels, so it is far smaller than either row's), and on how many pairs
+    the candidate's loss is lower."""
+    if candidate.pair_identities != reference.pair_identities or not candidate.pair_losses:
+        raise ValueError("paired comparison needs two rows scored on the same pairs")
+    a, b = torch.tensor(candidate.pair_losses), torch.tensor(reference.pair_losses)
+    identity = torch.tensor(candidate.pair_identities)
+    return candidate.ratio - reference.ratio, ratio_standard_error(a - b, identity), int((a < b).sum())
+
+
+def format_paired(rows: Sequence[BenchmarkRow]) -> str:
+    """With two models or more: each against the first model, pair by pair."""
+    models = [r for r in rows if r.pair_losses and r.name != "identity baseline" and not r.name.startswith("untrained")]
+    if len(models) < 2:
+        return ""
+    lines = []
+    for row in models[1:]:
+        difference, se, better = paired_difference(row, models[0])
+        lines.append(f"paired, {row.name[-40:]} vs {models[0].name[-40:]}: ratio {difference:+.3f} ± {se:.3f}, lower loss on {better}/{row.count} pairs")
+    return "\n" + "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- the held-back benchmark

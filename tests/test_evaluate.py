@@ -156,3 +156,25 @@ def test_evaluate_warns_when_the_benchmark_overlaps_what_a_model_trained_on(tmp_
     data = f"{shared_videos / 'cup.mp4'},{shared_videos / 'bikes.mp4'},{shared_videos / 'box.mp4'}"
     assert training_overlap(str(tmp_path), data) == [str(shared_videos / "cup.mp4")]
     assert training_overlap(None, data) == [str(shared_videos / "box.mp4")]  # the bundled model trained on box, not cup or bikes
+
+
+def test_a_paired_comparison_cancels_how_hard_each_pair_is():
+    from centrifuge.evaluate import format_table, paired_difference, ratio_standard_error
+
+    g = torch.Generator().manual_seed(0)
+    identity = 0.3 + 0.2 * torch.rand(64, generator=g)
+    reference = identity * (0.5 + 0.4 * torch.rand(64, generator=g))  # pairs of very different difficulty
+    candidate = reference - 0.01 * identity + 0.002 * torch.randn(64, generator=g)  # a little better on (nearly) every pair
+
+    def row(name, losses):
+        return BenchmarkRow(name, float(losses.mean()), float(identity.mean()), 0, 0, 0, ratio_standard_error(losses, identity),
+                            count=64, pair_losses=losses.tolist(), pair_identities=identity.tolist())
+
+    difference, se, better = paired_difference(row("new", candidate), row("old", reference))
+    assert abs(difference + 0.01) < 0.002 and se < 0.002 < 0.01 < ratio_standard_error(reference, identity)
+    assert better >= 60
+    text = format_table([row("identity baseline", identity), row("old", reference), row("new", candidate)])
+    assert "paired, new vs old: ratio -0.010" in text and f"lower loss on {better}/64 pairs" in text
+    assert "paired" not in format_table([row("identity baseline", identity), row("old", reference)])
+    with pytest.raises(ValueError):
+        paired_difference(row("new", candidate), BenchmarkRow("other pairs", 0.1, 0.2, 0, 0, 0))
