@@ -39,6 +39,7 @@ class BenchmarkRow:
     other_detail: float = float("nan")  # share of a layer's detail that is the other scene's (see other_scene_share)
     pair_losses: list[float] = field(default_factory=list)  # per pair, in the benchmark's order
     pair_identities: list[float] = field(default_factory=list)
+    pair_groups: list[str] = field(default_factory=list)  # per pair, what it blends (held-back real pairs: the two videos)
 
     @property
     def ratio(self) -> float:
@@ -49,7 +50,7 @@ class BenchmarkRow:
                 "psnr_layers": self.psnr_layers, "psnr_blend": self.psnr_blend, "ssim_layers": self.ssim_layers,
                 "ssim_blend": self.ssim_blend, "worse_than_identity": self.worse, "pairs": self.count,
                 "other_scene_detail": self.other_detail, "seconds": self.seconds,
-                "pair_losses": self.pair_losses, "pair_identities": self.pair_identities}
+                "pair_losses": self.pair_losses, "pair_identities": self.pair_identities, "pair_groups": self.pair_groups}
 
 
 def ratio_standard_error(losses: torch.Tensor, identities: torch.Tensor) -> float:
@@ -130,11 +131,12 @@ def clip_source(data: str):
 
 def benchmark_items(data: str, num_pairs: int = 24, num_frames: int = 32, size: int = 112, seed: int = 0,
                     same_class: bool = False) -> dict[str, torch.Tensor]:
-    """``layers`` ``(N, 2, 3, T, H, W)`` from different videos of ``data`` and their ``labels`` ``(N, 2)``."""
+    """``layers`` ``(N, 2, 3, T, H, W)`` from different videos of ``data``, their ``labels`` ``(N, 2)``
+    and ``videos`` ``(N, 2)`` (indices into the source's videos)."""
     dataset = LayerPairs([clip_source(data)], length=num_pairs, num_frames=num_frames, crop_size=size, train=False,
                          seed=seed, same_class=same_class)
     items = [dataset[i] for i in range(num_pairs)]
-    return {key: torch.stack([item[key] for item in items]) for key in ("layers", "labels")}
+    return {key: torch.stack([item[key] for item in items]) for key in ("layers", "labels", "videos")}
 
 
 def benchmark_pairs(data: str, num_pairs: int = 24, num_frames: int = 32, size: int = 112, seed: int = 0,
@@ -266,35 +268,66 @@ def held_back_photo_pairs(num_pairs: int, num_frames: int, size: int, seed: int 
     return pairs.examples(range(num_pairs))["layers"], [p.name for p in photos]
 
 
-def held_back_benchmark(videos_dir: str | Path, num_pairs: int = 64, photo_pairs: int = 32, num_frames: int = 32, size: int = 112,
-                        seed: int = 0) -> dict[str, torch.Tensor]:
-    """The benchmark's pairs by content kind: ``real`` (pairs of the held-back videos) and
-    ``photographs`` (pairs of held-back photographs panned and zoomed)."""
+def held_back_kinds(videos_dir: str | Path, num_pairs: int = 64, photo_pairs: int = 32, num_frames: int = 32, size: int = 112,
+                    seed: int = 0) -> dict[str, tuple[torch.Tensor, list[str]]]:
+    """The benchmark's pairs by content kind, each with what every pair blends: ``real`` (pairs of
+    the held-back videos, e.g. ``bikes + cup``) and ``photographs`` (pairs of held-back photographs
+    panned and zoomed; no groups)."""
     videos_dir = Path(videos_dir)
     missing = [n for n in HELD_BACK_VIDEOS if not (videos_dir / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{videos_dir}: the held-back videos {', '.join(missing)} are not there")
     data = ",".join(str(videos_dir / n) for n in HELD_BACK_VIDEOS)
-    kinds = {"real": benchmark_pairs(data, num_pairs, num_frames, size, seed)}
+    items = benchmark_items(data, num_pairs, num_frames, size, seed)
+    names = [Path(v.path).stem for v in clip_source(data).videos]
+    groups = [" + ".join(sorted(names[int(i)] for i in pair)) for pair in items["videos"]]
+    kinds = {"real": (items["layers"], groups)}
     if photo_pairs:
-        kinds["photographs"], _ = held_back_photo_pairs(photo_pairs, num_frames, size, seed)
+        kinds["photographs"] = (held_back_photo_pairs(photo_pairs, num_frames, size, seed)[0], [])
     return kinds
+
+
+def held_back_benchmark(videos_dir: str | Path, num_pairs: int = 64, photo_pairs: int = 32, num_frames: int = 32, size: int = 112,
+                        seed: int = 0) -> dict[str, torch.Tensor]:
+    """The pairs of :func:`held_back_kinds` alone."""
+    return {kind: pairs for kind, (pairs, _) in held_back_kinds(videos_dir, num_pairs, photo_pairs, num_frames, size, seed).items()}
 
 
 def run_held_back_benchmark(models: Sequence[tuple[str, CentrifugeNet]], videos_dir: str | Path, num_pairs: int = 64, photo_pairs: int = 32,
                             num_frames: int = 32, size: int = 112, seed: int = 0) -> dict[str, list[BenchmarkRow]]:
-    """Table 1 per content kind of :func:`held_back_benchmark`: identity, then each model."""
+    """Table 1 per content kind of :func:`held_back_kinds`: identity, then each model."""
     results = {}
-    for kind, pairs in held_back_benchmark(videos_dir, num_pairs, photo_pairs, num_frames, size, seed).items():
+    for kind, (pairs, groups) in held_back_kinds(videos_dir, num_pairs, photo_pairs, num_frames, size, seed).items():
         results[kind] = [identity_row(pairs)] + [score_model(model, name, pairs) for name, model in models]
+        for row in results[kind]:
+            row.pair_groups = groups
     return results
+
+
+def format_groups(rows: Sequence[BenchmarkRow]) -> str:
+    """The ratio of each row on each group of pairs (e.g. each pair of videos): a headline ratio can
+    come from one kind of pair alone."""
+    groups = sorted(set(rows[0].pair_groups))
+    if len(groups) < 2:
+        return ""
+    members = {g: [i for i, x in enumerate(rows[0].pair_groups) if x == g] for g in groups}
+    width = max(16, *(len(g) + 1 for g in groups))
+    lines = ["ratio by pair of videos:", f"{'model':<40}" + "".join(f"{g + f' ({len(members[g])})':>{width + 5}}" for g in groups)]
+    for row in rows:
+        cells = []
+        for g in groups:
+            index = members[g]
+            cells.append(f"{sum(row.pair_losses[i] for i in index) / sum(row.pair_identities[i] for i in index):>{width + 5}.3f}")
+        lines.append(f"{row.name[-40:]:<40}" + "".join(cells))
+    return "\n".join(lines)
 
 
 def format_held_back(results: dict[str, list[BenchmarkRow]]) -> str:
     parts = []
     for kind, rows in results.items():
         what = f"{kind}: {rows[0].count} pairs" + (f" of {', '.join(HELD_BACK_VIDEOS)}" if kind == "real" else " of held-back photographs, panned and zoomed")
-        parts.append(what + "\n" + format_table(rows))
+        by_group = format_groups(rows)
+        parts.append(what + "\n" + format_table(rows) + ("\n" + by_group if by_group else ""))
     return "\n\n".join(parts)
 
 

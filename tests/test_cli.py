@@ -194,6 +194,7 @@ def test_the_held_back_benchmark_from_the_command_line(tmp_path, shared_videos):
     assert "real: 4 pairs" in result.stdout and "photographs: 2 pairs" in result.stdout
     rows = json.loads(out.read_text())["kinds"]["real"]
     assert rows[0]["ratio"] == 1.0 and rows[1]["pairs"] == 4 and "ssim_layers" in rows[1] and rows[1]["ratio_se"] > 0
+    assert len(rows[1]["pair_losses"]) == 4 and rows[1]["pair_groups"] == rows[0]["pair_groups"]  # for pair-by-pair comparisons
     assert_one_line_error(run_cli("evaluate", "--benchmark", "held-back", "--videos", str(tmp_path)), "held-back videos")
     assert_one_line_error(run_cli("evaluate"), "--data")
 

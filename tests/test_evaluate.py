@@ -145,6 +145,24 @@ def test_the_held_back_benchmark_pairs_different_held_back_videos_and_photograph
     better = BenchmarkRow("better", 0.5 * model.loss, model.identity, 0, 0, 0, ratio_se=0.01)
     assert ranks_above_noise(better, model) and not ranks_above_noise(model, better)
     assert "bikes.mp4" in HELD_BACK_VIDEOS
+    stems = {name.rsplit(".", 1)[0] for name in HELD_BACK_VIDEOS}
+    assert len(model.pair_groups) == 6 and model.pair_groups == identity.pair_groups
+    assert all(len(set(g.split(" + "))) == 2 and set(g.split(" + ")) <= stems for g in model.pair_groups)
+    assert results["photographs"][1].pair_groups == []
+
+
+def test_the_ratio_by_group_shows_where_a_headline_ratio_comes_from():
+    from centrifuge.evaluate import format_groups
+
+    groups = ["bikes + cup"] * 2 + ["bikes + carphone"] * 2
+    identity = [0.4, 0.4, 0.5, 0.5]
+    rows = [BenchmarkRow("identity baseline", 0.45, 0.45, 0, 0, 0, pair_losses=identity, pair_identities=identity, pair_groups=groups),
+            BenchmarkRow("model", 0.3, 0.45, 0, 0, 0, pair_losses=[0.2, 0.2, 0.5, 0.5], pair_identities=identity, pair_groups=groups)]
+    text = format_groups(rows)
+    header, model_line = text.splitlines()[1], text.splitlines()[3]
+    assert header.index("bikes + carphone (2)") < header.index("bikes + cup (2)")  # sorted
+    assert model_line.split()[-2:] == ["1.000", "0.500"]  # all of its gain on the pairs with the cup
+    assert format_groups([BenchmarkRow("x", 1, 1, 0, 0, 0, pair_groups=["a"] * 3)]) == ""  # one group: nothing to add
 
 
 def test_evaluate_warns_when_the_benchmark_overlaps_what_a_model_trained_on(tmp_path, shared_videos):
