@@ -224,15 +224,17 @@ def paired_difference(candidate: BenchmarkRow, reference: BenchmarkRow) -> tuple
 
 
 def format_paired(rows: Sequence[BenchmarkRow]) -> str:
-    """With two models or more: each against the first model, pair by pair."""
+    """With two models or more: each against the first model scored on the same pairs, pair by
+    pair (rows on other pairs, such as Figure 4's colours, are not compared)."""
     models = [r for r in rows if r.pair_losses and r.name != "identity baseline" and not r.name.startswith("untrained")]
-    if len(models) < 2:
-        return ""
     lines = []
-    for row in models[1:]:
-        difference, se, better = paired_difference(row, models[0])
-        lines.append(f"paired, {row.name[-40:]} vs {models[0].name[-40:]}: ratio {difference:+.3f} ± {se:.3f}, lower loss on {better}/{row.count} pairs")
-    return "\n" + "\n".join(lines)
+    for k, row in enumerate(models):
+        reference = next((r for r in models[:k] if r.pair_identities == row.pair_identities), None)
+        if reference is not None:
+            difference, se, better = paired_difference(row, reference)
+            lines.append(f"paired, {row.name[-40:]} vs {reference.name[-40:]}: ratio {difference:+.3f} ± {se:.3f}, "
+                         f"lower loss on {better}/{row.count} pairs")
+    return "".join("\n" + line for line in lines)
 
 
 # --------------------------------------------------------------------------- the held-back benchmark

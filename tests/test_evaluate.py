@@ -194,5 +194,8 @@ def test_a_paired_comparison_cancels_how_hard_each_pair_is():
     text = format_table([row("identity baseline", identity), row("old", reference), row("new", candidate)])
     assert "paired, new vs old: ratio -0.010" in text and f"lower loss on {better}/64 pairs" in text
     assert "paired" not in format_table([row("identity baseline", identity), row("old", reference)])
+    on_other_pairs = BenchmarkRow("video + red", 0.3, 0.4, 0, 0, 0, count=64, pair_losses=candidate.tolist(),
+                                  pair_identities=(identity + 0.1).tolist())  # Figure 4's rows: each colour its own pairs
+    assert "paired" not in format_table([row("video + video", reference), on_other_pairs])
     with pytest.raises(ValueError):
         paired_difference(row("new", candidate), BenchmarkRow("other pairs", 0.1, 0.2, 0, 0, 0))
