@@ -10,7 +10,8 @@ A model that cannot lower *other* here will not on real video; one that can but 
 video is held back by its data, not by its architecture or optimiser.
 
 Usage: scripts/motion_probe.py VARIANT[,VARIANT...] [--steps 1200] [--lr 1e-3] [--size 64] [--layers 2] [--endpoint Mixed_5c] [--frozen | --translate [--noise]] [--tile 16]
-VARIANT: an output head (direct, residual, symmetric, affine, motion), optionally with ``+skip``.
+VARIANT: an output head (direct, residual, symmetric, affine, motion), optionally with ``+skip``;
+or ``plain``: not the paper's network but a stack of full-resolution 3×3×3 convolutions (``PlainNet``).
 With ``--noise`` the layers are noise textures, which no network can memorise: the training
 photographs are few (33 here), and a network can lower its training loss by recognising them.
 """
@@ -25,9 +26,10 @@ import torch
 
 from centrifuge.batched import BatchedPairs
 from centrifuge.data import blend_layers
+from centrifuge.devices import autocast_dtype
 from centrifuge.evaluate import frozen_pairs, held_back_photo_pairs, other_scene_share
 from centrifuge.generator import BatchedGenerator, default_bank_size
-from centrifuge.losses import identity_outputs, pit_loss
+from centrifuge.losses import identity_outputs, pit_loss, reconstruction_loss
 from centrifuge.models import build_model
 from centrifuge.photos import available_photos, bank_tensor
 from centrifuge.synthetic import SyntheticConfig
@@ -83,13 +85,27 @@ def photometric_jitter(rng: np.random.Generator, clip: torch.Tensor) -> torch.Te
     return ((clip - mean) * contrast * cast + mean + float(rng.uniform(-0.2, 0.2))).clamp(0, 1)
 
 
+def _order_key(velocity: np.ndarray) -> tuple:
+    """The faster layer first; equal speeds by horizontal, then vertical velocity."""
+    return (int(velocity[0]) ** 2 + int(velocity[1]) ** 2, int(velocity[1]), int(velocity[0]))
+
+
+def ordered_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 of output i against target i, with no search over permutations: the targets come in
+    an order the blend shows (``--ordered``: the faster layer first), so the supervision is the same
+    for every clip from the first step, where the permutation-invariant loss's matching is arbitrary
+    until the network separates."""
+    return torch.stack([reconstruction_loss(outputs[:, i], targets[:, i]) for i in range(targets.shape[1])], 1).sum(1).mean()
+
+
 class TranslatedPhotos:
     """The simplest motion there is: each layer a crop of a photograph sliding at its own constant
     whole-pixel velocity (up to ``speed`` px per frame; the two layers' velocities differ). With
     ``noise``, each layer is a fresh noise texture (``noise_texture``) instead of a photograph."""
 
     def __init__(self, split: str, size: int, frames: int, seed: int = 0, speed: int = 3, noise: bool = False,
-                 jitter: bool = False):
+                 jitter: bool = False, ordered: bool = False, still: bool = False):
+        self.ordered, self.still = ordered, still
         self.bank = None if noise else bank_tensor(available_photos(split), *default_bank_size(size))
         self.size, self.frames, self.seed, self.speed, self.jitter = size, frames, seed, speed, jitter
 
@@ -113,11 +129,39 @@ class TranslatedPhotos:
         for i in indices:
             rng = np.random.default_rng([self.seed, int(i)])
             first = rng.integers(-self.speed, self.speed + 1, size=2)
-            second = first
+            second = np.zeros(2, dtype=first.dtype) if self.still else first
             while (second == first).all():
-                second = rng.integers(-self.speed, self.speed + 1, size=2)
-            pairs.append(torch.stack([self._layer(rng, first), self._layer(rng, second)]))
+                second = rng.integers(-self.speed, self.speed + 1, size=2) if not self.still else second
+                first = rng.integers(-self.speed, self.speed + 1, size=2) if self.still else first
+            pair = [self._layer(rng, first), self._layer(rng, second)]
+            if self.ordered and _order_key(second) > _order_key(first):
+                pair.reverse()
+            pairs.append(torch.stack(pair))
         return {"layers": torch.stack(pairs)}
+
+
+class PlainNet(torch.nn.Module):
+    """Not the paper's network: a plain stack of 3×3×3 convolutions at full resolution (no striding
+    in space or time, dilations 1, 1, 2, 2, 4, 4, 1: a 27³ receptive field), ending in the affine
+    head (one pair of layers, V ± (tanh(g)·V + tanh(B))). The question it answers: is the I3D
+    U-Net's early downsampling what keeps the motion cue from being learnt at this compute?"""
+
+    def __init__(self, channels: int = 32, dilations=(1, 1, 2, 2, 4, 4, 1)):
+        super().__init__()
+        blocks, previous = [], 3
+        for d in dilations:
+            blocks += [torch.nn.Conv3d(previous, channels, 3, padding=d, dilation=d, bias=False),
+                       torch.nn.BatchNorm3d(channels), torch.nn.ReLU(inplace=True)]
+            previous = channels
+        self.body = torch.nn.Sequential(*blocks)
+        self.head = torch.nn.Conv3d(channels + 3, 4, 1)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        x = video * 2 - 1
+        head = self.head(torch.cat([self.body(x), x], dim=1)).float()
+        gain, offset = head[:, :1], head[:, 1:]
+        difference = torch.tanh(gain) * video.float() + torch.tanh(offset)
+        return torch.stack([video + difference, video - difference], dim=1)
 
 
 def score(model: torch.nn.Module, pairs: torch.Tensor, tile: int = 0) -> tuple[float, float]:
@@ -140,20 +184,25 @@ def probe(variant: str, args: argparse.Namespace, held_back: torch.Tensor, seen:
     pairs of the training photographs): the gap between the two is what it memorised."""
     torch.manual_seed(0)
     output, _, skip = variant.partition("+")
-    model = build_model("small", output=output, num_layers=args.layers, width=args.width, input_skip=skip == "skip",
-                        final_endpoint=args.endpoint)
+    if output == "plain":
+        model = PlainNet(int(args.channels))
+    else:
+        model = build_model("small", output=output, num_layers=args.layers, width=args.width, input_skip=skip == "skip",
+                            final_endpoint=args.endpoint)
+    amp = autocast_dtype(torch.device("cpu"))
     model = model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.Adam(model.parameters(), args.lr)
-    stream = (TranslatedPhotos("train", args.size, args.frames, noise=args.noise, jitter=args.jitter) if args.translate
+    stream = (TranslatedPhotos("train", args.size, args.frames, noise=args.noise, jitter=args.jitter, ordered=args.ordered, still=args.still) if args.translate
               else camera_only_stream(args.size, args.frames, frozen=args.frozen))
     started, train_ratios = time.perf_counter(), []
     for step in range(1, args.steps + 1):
         model.train()
         layers = stream.examples(range((step - 1) * args.batch, step * args.batch))["layers"]
         blend = blend_layers(layers, torch.full((len(layers),), 0.5)).contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast("cpu", torch.bfloat16):
+        # bf16 only where the CPU has it in hardware: emulated, 3D convolutions ran 10-35× slower than fp32.
+        with torch.autocast("cpu", torch.bfloat16, enabled=amp is not None):
             outputs = model(blend)
-        loss = local_pit_loss(outputs.float(), layers, args.tile)
+        loss = ordered_loss(outputs.float(), layers) if args.ordered else local_pit_loss(outputs.float(), layers, args.tile)
         identity = local_pit_loss(identity_outputs(blend.float()), layers, args.tile)
         train_ratios.append(float(loss.detach() / identity))
         optimizer.zero_grad()
@@ -179,6 +228,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--channels", type=int, default=32, help="the plain network's channels")
     parser.add_argument("--layers", type=int, default=2, help="output layers")
     parser.add_argument("--endpoint", default="Mixed_5c", help="the encoder's final endpoint (Mixed_3c, Mixed_4f, Mixed_5c)")
     parser.add_argument("--tile", type=int, default=0, help="choose the permutation per TILE×TILE square (0: per clip)")
@@ -186,15 +236,17 @@ def main() -> None:
     parser.add_argument("--noise", action="store_true", help="with --translate: train on noise textures (scored on photographs)")
     parser.add_argument("--jitter", action="store_true", help="with --translate: each training layer's contrast, colour and brightness changed at random")
     parser.add_argument("--seen", action="store_true", help="with --translate: also score new pairs of the training photographs")
+    parser.add_argument("--ordered", action="store_true", help="with --translate: train with the faster layer as output 1 (no permutation search)")
+    parser.add_argument("--still", action="store_true", help="with --translate: the second layer of each training pair does not move")
     parser.add_argument("--frozen", action="store_true", help="the second layer of each pair is a still frame")
     args = parser.parse_args()
     if args.translate:
-        held_back = TranslatedPhotos("held-back", args.size, args.frames, seed=30_000).examples(range(16))["layers"]
+        held_back = TranslatedPhotos("held-back", args.size, args.frames, seed=30_000, still=args.still).examples(range(16))["layers"]
     else:
         held_back, _ = held_back_photo_pairs(16, args.frames, args.size)
     if args.frozen:
         held_back = frozen_pairs(held_back, (False, True))
-    seen = TranslatedPhotos("train", args.size, args.frames, seed=20_000).examples(range(16))["layers"] if args.seen and args.translate else None
+    seen = TranslatedPhotos("train", args.size, args.frames, seed=20_000, still=args.still).examples(range(16))["layers"] if args.seen and args.translate else None
     for variant in args.variants.split(","):
         probe(variant, args, held_back, seen)
 

@@ -20,6 +20,7 @@ import time
 import torch
 
 from centrifuge.data import blend_layers
+from centrifuge.devices import autocast_dtype
 from centrifuge.evaluate import benchmark_pairs, other_scene_share
 from centrifuge.losses import pit_loss
 from centrifuge.models import build_model
@@ -34,7 +35,7 @@ def probe(variant: str, pairs: torch.Tensor, steps: int, width: float, lr: float
     started = time.perf_counter()
     for step in range(1, steps + 1):
         model.train()
-        with torch.autocast("cpu", torch.bfloat16):
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast_dtype(torch.device("cpu")) is not None):
             outputs = model(blend)
         loss = pit_loss(outputs.float(), pairs).loss
         optimizer.zero_grad()

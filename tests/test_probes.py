@@ -78,3 +78,36 @@ def test_photometric_jitter_changes_a_layers_look_within_range_and_keeps_its_mot
     # A per-channel affine map of the values: every frame gets the same one, so the motion is untouched.
     slope = ((changed[0] - changed[0].mean()) * (clip[0] - clip[0].mean())).sum() / (clip[0] - clip[0].mean()).square().sum()
     assert torch.allclose(changed[0], (clip[0] - clip[0].mean()) * slope + changed[0].mean(), atol=1e-4)
+
+
+def test_ordered_pairs_put_the_faster_layer_first_and_still_pairs_hold_one_layer_still():
+    probe = _motion_probe()
+
+    def shift(clip):  # squared length of the whole-pixel shift from frame 0 to frame 1
+        errors = {(dy, dx): float((torch.roll(clip[:, 1], (dy, dx), dims=(1, 2)) - clip[:, 0])[:, 3:-3, 3:-3].abs().mean())
+                  for dy in range(-3, 4) for dx in range(-3, 4)}
+        dy, dx = min(errors, key=errors.get)
+        return dy * dy + dx * dx
+
+    ordered = probe.TranslatedPhotos("train", size=32, frames=3, ordered=True).examples(range(6))["layers"]
+    assert all(shift(pair[0]) >= shift(pair[1]) for pair in ordered)
+    assert any(shift(pair[0]) > shift(pair[1]) for pair in ordered)
+    still = probe.TranslatedPhotos("train", size=32, frames=3, ordered=True, still=True).examples(range(4))["layers"]
+    assert all(torch.equal(pair[1][:, 0], pair[1][:, 2]) and shift(pair[0]) > 0 for pair in still)
+    # the probe's ordered loss is Eq. 2's sum over targets with the assignment fixed to the order given
+    outputs = torch.rand(2, 2, 3, 3, 16, 16)
+    targets = torch.rand(2, 2, 3, 3, 16, 16)
+    fixed = probe.ordered_loss(outputs, targets)
+    assert float(fixed) >= float(pit_loss(outputs, targets).loss)
+    assert float(probe.ordered_loss(targets, targets)) == 0.0
+    assert float(probe.ordered_loss(targets.flip(1), targets)) > 0.1
+
+
+def test_the_plain_network_keeps_full_resolution_and_its_layers_recompose_the_blend():
+    probe = _motion_probe()
+    net = probe.PlainNet(channels=8).eval()
+    video = torch.rand(2, 3, 6, 20, 20)
+    with torch.no_grad():
+        layers = net(video)
+    assert layers.shape == (2, 2, 3, 6, 20, 20)
+    assert torch.allclose(layers.mean(dim=1), video, atol=1e-6)
