@@ -21,6 +21,9 @@ class TrainConfig:
         val_data: a folder of videos for validation (default: held-back synthetic clips).
         alpha: the blend's α (Eq. 1), a number or ``[low, high]`` for a uniform draw.
         frozen: train on frozen clips (a frame repeated; Table 3).
+        ordered_weight: share of the loss under a fixed assignment of layers to outputs, the
+            faster-moving layer first (``losses.speed_assignment``), the rest Eq. 2 (not in the
+            paper; 0 is the paper's loss).
         lr_milestones / lr_values: piecewise-constant learning rate: ``lr_values[i]`` from step
             ``lr_milestones[i]`` on.
         precision: ``auto`` (bf16 autocast where the hardware has fast bf16, else fp32), ``fp32``, ``bf16``.
@@ -69,6 +72,7 @@ class TrainConfig:
     frozen: bool = False
     recomposition_weight: float = 0.0
     diversity_weight: float = 0.0
+    ordered_weight: float = 0.0
     grad_clip: float | None = 5.0
     precision: str = "auto"
     workers: int = 2

@@ -344,7 +344,8 @@ def train_step(
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         outputs = model(blend)
     result = pit_loss(outputs.float(), layers, blend=blend, alpha=alpha,
-                      recomposition_weight=config.recomposition_weight, diversity_weight=config.diversity_weight)
+                      recomposition_weight=config.recomposition_weight, diversity_weight=config.diversity_weight,
+                      ordered_weight=config.ordered_weight)
     optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     applied = _all_finite(result.loss.detach(), model, ddp)

@@ -7,10 +7,12 @@ from centrifuge.losses import (
     best_assignment,
     diversity,
     identity_outputs,
+    layer_speed,
     most_distant_pair,
     pairwise_loss_matrix,
     pit_loss,
     reconstruction_loss,
+    speed_assignment,
 )
 
 
@@ -143,3 +145,39 @@ def test_cpu_pair_loop_equals_the_broadcast_pass_in_value_and_gradient():
     assert float(result.loss.detach()) == pytest.approx(float(matched.detach().sum(1).mean()), rel=1e-6)
     assert torch.allclose(loop_grad, head.grad, atol=1e-8)
     assert loop_grad.abs().sum() > 0
+
+
+def sliding_texture(seed: int, velocity: int, frames: int = 6, size: int = 24) -> torch.Tensor:
+    """A smooth random texture sliding ``velocity`` whole pixels per frame to the right: ``(3, T, H, W)``."""
+    g = torch.Generator().manual_seed(seed)
+    wide = torch.nn.functional.avg_pool2d(torch.rand(1, 3, size, size + frames * 4 + 8, generator=g), 3, 1, 1)[0]
+    return torch.stack([wide[:, :, 4 + t * velocity: 4 + t * velocity + size] for t in range(frames)], dim=1)
+
+
+def test_layer_speed_measures_pixels_per_frame_and_ranks_layers_by_it():
+    layers = torch.stack([sliding_texture(s, v) for s, v in [(0, 0), (1, 1), (2, 3)]]).unsqueeze(0)  # (1, 3, C, T, H, W)
+    speed = layer_speed(layers)[0]
+    assert float(speed[0]) == 0.0
+    assert 0.4 < float(speed[1]) < float(speed[2])  # normal flow: |∂t| / |∇| grows with the speed
+    # a flat layer has no motion to measure and counts as still
+    assert float(layer_speed(torch.full((3, 6, 8, 8), 0.3))) == 0.0
+    # the fastest target goes to output 0, whatever order the targets come in
+    assert speed_assignment(layers).tolist() == [[2, 1, 0]]
+    assert speed_assignment(layers[:, [2, 0, 1]]).tolist() == [[0, 2, 1]]
+
+
+def test_ordered_weight_trains_the_fixed_assignment_even_where_eq2_matches_the_other_way():
+    fast, still = sliding_texture(0, 2), sliding_texture(1, 0)
+    targets = torch.stack([still, fast]).unsqueeze(0)  # the fast layer is target 1
+    outputs = torch.stack([still, fast, still, fast]).unsqueeze(0).requires_grad_()  # Eq. 2: zero, outputs 0 and 1
+    plain = pit_loss(outputs, targets)
+    assert float(plain.loss.detach()) == 0.0
+    ordered = pit_loss(outputs, targets, ordered_weight=1.0)
+    expected = reconstruction_loss(outputs[0, 0], fast) + reconstruction_loss(outputs[0, 1], still)
+    value = float(ordered.loss.detach())
+    assert value == pytest.approx(float(expected.detach()), rel=1e-5) and value > 0.1
+    assert float(ordered.per_example[0]) == 0.0  # what is reported stays Eq. 2
+    ordered.loss.backward()
+    assert outputs.grad[0, :2].abs().sum() > 0 and outputs.grad[0, 2:].abs().sum() == 0
+    half = pit_loss(outputs, targets, ordered_weight=0.5)
+    assert float(half.loss.detach()) == pytest.approx(0.5 * float(expected.detach()), rel=1e-5)
