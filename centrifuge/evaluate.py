@@ -321,7 +321,26 @@ def format_groups(rows: Sequence[BenchmarkRow]) -> str:
             index = members[g]
             cells.append(f"{sum(row.pair_losses[i] for i in index) / sum(row.pair_identities[i] for i in index):>{width + 5}.3f}")
         lines.append(f"{row.name[-40:]:<40}" + "".join(cells))
-    return "\n".join(lines)
+    return "\n".join(lines + _paired_by_group(rows, members))
+
+
+def _paired_by_group(rows: Sequence[BenchmarkRow], members: dict[str, list[int]]) -> list[str]:
+    """Each model against the first, pair by pair within each group: a change confined to one kind
+    of pair (two textured scenes) is lost in the headline's standard error."""
+    models = [r for r in rows if r.pair_losses and r.name != "identity baseline" and not r.name.startswith("untrained")]
+    lines = []
+    for row in models[1:]:
+        reference = models[0]
+        if row.pair_identities != reference.pair_identities:
+            continue
+        cells = []
+        for group, index in members.items():
+            a, b = torch.tensor([row.pair_losses[i] for i in index]), torch.tensor([reference.pair_losses[i] for i in index])
+            identity = torch.tensor([row.pair_identities[i] for i in index])
+            cells.append(f"{group} {float((a - b).sum() / identity.sum()):+.3f} ± {ratio_standard_error(a - b, identity):.3f} "
+                         f"(lower on {int((a < b).sum())}/{len(index)})")
+        lines.append(f"paired, {row.name[-40:]} vs {reference.name[-40:]}: " + "; ".join(cells))
+    return lines
 
 
 def format_held_back(results: dict[str, list[BenchmarkRow]]) -> str:

@@ -163,6 +163,24 @@ def test_the_ratio_by_group_shows_where_a_headline_ratio_comes_from():
     assert header.index("bikes + carphone (2)") < header.index("bikes + cup (2)")  # sorted
     assert model_line.split()[-2:] == ["1.000", "0.500"]  # all of its gain on the pairs with the cup
     assert format_groups([BenchmarkRow("x", 1, 1, 0, 0, 0, pair_groups=["a"] * 3)]) == ""  # one group: nothing to add
+    assert "paired" not in text  # one model: nothing to compare
+
+
+def test_models_are_compared_pair_by_pair_within_each_group():
+    from centrifuge.evaluate import format_groups
+
+    groups = ["bikes + carphone"] * 3 + ["bikes + cup"] * 3
+    identity = [0.5] * 6
+    first = [0.45, 0.5, 0.48, 0.3, 0.32, 0.31]
+    second = [0.40, 0.46, 0.45, 0.35, 0.36, 0.37]  # better on the textured pairs, worse with the cup
+    rows = [BenchmarkRow("identity baseline", 0.5, 0.5, 0, 0, 0, pair_losses=identity, pair_identities=identity, pair_groups=groups),
+            BenchmarkRow("first", 0.39, 0.5, 0, 0, 0, pair_losses=first, pair_identities=identity, pair_groups=groups),
+            BenchmarkRow("second", 0.40, 0.5, 0, 0, 0, pair_losses=second, pair_identities=identity, pair_groups=groups)]
+    line = format_groups(rows).splitlines()[-1]
+    assert line.startswith("paired, second vs first:")
+    textured, cup = line.split(": ", 1)[1].split("; ")
+    assert textured.startswith("bikes + carphone -0.080 ± ") and textured.endswith("(lower on 3/3)")
+    assert cup.startswith("bikes + cup +0.100 ± ") and cup.endswith("(lower on 0/3)")
 
 
 def test_evaluate_warns_when_the_benchmark_overlaps_what_a_model_trained_on(tmp_path, shared_videos):
