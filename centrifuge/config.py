@@ -106,7 +106,10 @@ class TrainConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+        config = cls(**d)
+        if not 0 <= float(config.ordered_weight) <= 1:
+            raise ValueError(f"ordered_weight must be between 0 and 1, got {config.ordered_weight}")
+        return config
 
 
 PRESETS: dict[str, dict[str, Any]] = {

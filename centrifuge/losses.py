@@ -192,6 +192,8 @@ def pit_loss(
     with torch.no_grad():
         costs = pairwise_loss_matrix(outputs, targets)
         assignment = best_assignment(costs)
+    if not 0 <= ordered_weight <= 1:
+        raise ValueError(f"ordered_weight must be between 0 and 1, got {ordered_weight}")
     k = targets.shape[1]
     if ordered_weight >= 1:  # Eq. 2 only reported: its value from the cost matrix, no gradient
         per_example = costs.gather(1, assignment.unsqueeze(1)).squeeze(1).sum(dim=1)

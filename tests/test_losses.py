@@ -179,5 +179,7 @@ def test_ordered_weight_trains_the_fixed_assignment_even_where_eq2_matches_the_o
     assert float(ordered.per_example[0]) == 0.0  # what is reported stays Eq. 2
     ordered.loss.backward()
     assert outputs.grad[0, :2].abs().sum() > 0 and outputs.grad[0, 2:].abs().sum() == 0
+    with pytest.raises(ValueError, match="ordered_weight"):
+        pit_loss(outputs, targets, ordered_weight=1.5)
     half = pit_loss(outputs, targets, ordered_weight=0.5)
     assert float(half.loss.detach()) == pytest.approx(0.5 * float(expected.detach()), rel=1e-5)
