@@ -223,10 +223,15 @@ def paired_difference(candidate: BenchmarkRow, reference: BenchmarkRow) -> tuple
     return candidate.ratio - reference.ratio, ratio_standard_error(a - b, identity), int((a < b).sum())
 
 
+def _model_rows(rows: Sequence[BenchmarkRow]) -> list[BenchmarkRow]:
+    """The rows of trained models with per-pair losses (not the identity or untrained rows)."""
+    return [r for r in rows if r.pair_losses and r.name != "identity baseline" and not r.name.startswith("untrained")]
+
+
 def format_paired(rows: Sequence[BenchmarkRow]) -> str:
     """With two models or more: each against the first model scored on the same pairs, pair by
     pair (rows on other pairs, such as Figure 4's colours, are not compared)."""
-    models = [r for r in rows if r.pair_losses and r.name != "identity baseline" and not r.name.startswith("untrained")]
+    models = _model_rows(rows)
     lines = []
     for k, row in enumerate(models):
         reference = next((r for r in models[:k] if r.pair_identities == row.pair_identities), None)
@@ -327,10 +332,10 @@ def format_groups(rows: Sequence[BenchmarkRow]) -> str:
 def _paired_by_group(rows: Sequence[BenchmarkRow], members: dict[str, list[int]]) -> list[str]:
     """Each model against the first, pair by pair within each group: a change confined to one kind
     of pair (two textured scenes) is lost in the headline's standard error."""
-    models = [r for r in rows if r.pair_losses and r.name != "identity baseline" and not r.name.startswith("untrained")]
+    models = _model_rows(rows)
     lines = []
+    reference = models[0] if models else None
     for row in models[1:]:
-        reference = models[0]
         if row.pair_identities != reference.pair_identities:
             continue
         cells = []
