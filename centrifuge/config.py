@@ -24,6 +24,8 @@ class TrainConfig:
         ordered_weight: share of the loss under a fixed assignment of layers to outputs, the
             faster-moving layer first (``losses.speed_assignment``), the rest Eq. 2 (not in the
             paper; 0 is the paper's loss).
+        ordered_contrast: with ``ordered_weight``, clips whose layers' speeds differ less than this
+            (``losses.speed_contrast``: 0 same speed, 1 one layer still) keep Eq. 2 alone.
         lr_milestones / lr_values: piecewise-constant learning rate: ``lr_values[i]`` from step
             ``lr_milestones[i]`` on.
         precision: ``auto`` (bf16 autocast where the hardware has fast bf16, else fp32), ``fp32``, ``bf16``.
@@ -73,6 +75,7 @@ class TrainConfig:
     recomposition_weight: float = 0.0
     diversity_weight: float = 0.0
     ordered_weight: float = 0.0
+    ordered_contrast: float = 0.0
     grad_clip: float | None = 5.0
     precision: str = "auto"
     workers: int = 2
@@ -109,6 +112,8 @@ class TrainConfig:
         config = cls(**d)
         if not 0 <= float(config.ordered_weight) <= 1:
             raise ValueError(f"ordered_weight must be between 0 and 1, got {config.ordered_weight}")
+        if not 0 <= float(config.ordered_contrast) < 1:
+            raise ValueError(f"ordered_contrast must be at least 0 and below 1, got {config.ordered_contrast}")
         return config
 
 

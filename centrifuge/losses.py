@@ -133,6 +133,15 @@ def layer_speed(layers: torch.Tensor) -> torch.Tensor:
     return change / (gradient + 1e-3)
 
 
+def speed_contrast(targets: torch.Tensor) -> torch.Tensor:
+    """How clearly the blend shows the speed order of its layers: the smallest, over neighbours in
+    that order, of (s₁ − s₂) / (s₁ + s₂), in [0, 1]; 1 for a still layer under a moving one, 0 for
+    two layers at one speed (whose order is arbitrary). ``targets`` ``(B, k, C, T, H, W)`` → ``(B,)``."""
+    speed = layer_speed(targets).sort(dim=1, descending=True).values
+    faster, slower = speed[:, :-1], speed[:, 1:]
+    return ((faster - slower) / (faster + slower + 1e-6)).min(dim=1).values
+
+
 def speed_assignment(targets: torch.Tensor) -> torch.Tensor:
     """The fixed assignment of the ordered loss: the fastest target to output 0, the next to
     output 1, and so on (ties by target order). ``targets`` ``(B, k, C, T, H, W)`` → ``(B, k)``."""
@@ -157,6 +166,7 @@ def pit_loss(
     recomposition_weight: float = 0.0,
     diversity_weight: float = 0.0,
     ordered_weight: float = 0.0,
+    ordered_contrast: float = 0.0,
 ) -> PITResult:
     """Eq. 2: the minimum over injective assignments of the summed per-target losses.
 
@@ -174,6 +184,9 @@ def pit_loss(
             matching is arbitrary until a network separates, so what one clip rewards another
             undoes; a rule the blend shows gives every clip the same target from the first step.
             ``per_example`` stays Eq. 2's.
+        ordered_contrast: clips whose ``speed_contrast`` is below it keep Eq. 2 alone: where two
+            layers move at about one speed, "the faster first" is a coin toss the network cannot
+            learn, and it would teach the network noise.
 
     Example:
         >>> targets = torch.rand(2, 2, 3, 4, 8, 8)
@@ -194,16 +207,22 @@ def pit_loss(
         assignment = best_assignment(costs)
     if not 0 <= ordered_weight <= 1:
         raise ValueError(f"ordered_weight must be between 0 and 1, got {ordered_weight}")
+    if not 0 <= ordered_contrast < 1:
+        raise ValueError(f"ordered_contrast must be at least 0 and below 1, got {ordered_contrast}")
     k = targets.shape[1]
-    if ordered_weight >= 1:  # Eq. 2 only reported: its value from the cost matrix, no gradient
+    weights = torch.zeros(len(targets), device=outputs.device)
+    if ordered_weight:
+        clear = speed_contrast(targets) >= ordered_contrast if ordered_contrast else torch.ones_like(weights, dtype=torch.bool)
+        weights = ordered_weight * clear.float()
+    if bool((weights >= 1).all()):  # Eq. 2 only reported: its value from the cost matrix, no gradient
         per_example = costs.gather(1, assignment.unsqueeze(1)).squeeze(1).sum(dim=1)
         loss = _matched_losses(outputs, targets, speed_assignment(targets)).sum(dim=1).mean()
     else:
         per_example = _matched_losses(outputs, targets, assignment).sum(dim=1)  # (B, k) summed
         loss = per_example.mean()
         if ordered_weight:
-            ordered = _matched_losses(outputs, targets, speed_assignment(targets)).sum(dim=1).mean()
-            loss = (1 - ordered_weight) * loss + ordered_weight * ordered
+            ordered = _matched_losses(outputs, targets, speed_assignment(targets)).sum(dim=1)
+            loss = ((1 - weights) * per_example + weights * ordered).mean()
     if recomposition_weight:
         if blend is None or k != 2:
             raise ValueError("the recomposition term needs the blend and exactly two targets")

@@ -345,7 +345,7 @@ def train_step(
         outputs = model(blend)
     result = pit_loss(outputs.float(), layers, blend=blend, alpha=alpha,
                       recomposition_weight=config.recomposition_weight, diversity_weight=config.diversity_weight,
-                      ordered_weight=config.ordered_weight)
+                      ordered_weight=config.ordered_weight, ordered_contrast=config.ordered_contrast)
     optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     applied = _all_finite(result.loss.detach(), model, ddp)

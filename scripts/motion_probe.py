@@ -202,7 +202,10 @@ def probe(variant: str, args: argparse.Namespace, held_back: torch.Tensor, seen:
         # bf16 only where the CPU has it in hardware: emulated, 3D convolutions ran 10-35× slower than fp32.
         with torch.autocast("cpu", torch.bfloat16, enabled=amp is not None):
             outputs = model(blend)
-        loss = ordered_loss(outputs.float(), layers) if args.ordered else local_pit_loss(outputs.float(), layers, args.tile)
+        if args.ordered and args.contrast:  # the training option: ordered where the speeds clearly differ, else Eq. 2
+            loss = pit_loss(outputs.float(), layers, ordered_weight=1.0, ordered_contrast=args.contrast).loss
+        else:
+            loss = ordered_loss(outputs.float(), layers) if args.ordered else local_pit_loss(outputs.float(), layers, args.tile)
         identity = local_pit_loss(identity_outputs(blend.float()), layers, args.tile)
         train_ratios.append(float(loss.detach() / identity))
         optimizer.zero_grad()
@@ -236,6 +239,8 @@ def main() -> None:
     parser.add_argument("--noise", action="store_true", help="with --translate: train on noise textures (scored on photographs)")
     parser.add_argument("--jitter", action="store_true", help="with --translate: each training layer's contrast, colour and brightness changed at random")
     parser.add_argument("--seen", action="store_true", help="with --translate: also score new pairs of the training photographs")
+    parser.add_argument("--contrast", type=float, default=0.0,
+                        help="with --ordered: only clips whose speed contrast (losses.speed_contrast) reaches this are ordered, the rest keep Eq. 2")
     parser.add_argument("--ordered", action="store_true", help="with --translate: train with the faster layer as output 1 (no permutation search)")
     parser.add_argument("--still", action="store_true", help="with --translate: the second layer of each training pair does not move")
     parser.add_argument("--frozen", action="store_true", help="the second layer of each pair is a still frame")

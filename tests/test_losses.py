@@ -13,6 +13,7 @@ from centrifuge.losses import (
     pit_loss,
     reconstruction_loss,
     speed_assignment,
+    speed_contrast,
 )
 
 
@@ -183,3 +184,27 @@ def test_ordered_weight_trains_the_fixed_assignment_even_where_eq2_matches_the_o
         pit_loss(outputs, targets, ordered_weight=1.5)
     half = pit_loss(outputs, targets, ordered_weight=0.5)
     assert float(half.loss.detach()) == pytest.approx(0.5 * float(expected.detach()), rel=1e-5)
+
+
+def test_ordered_contrast_orders_only_the_clips_whose_speeds_clearly_differ():
+    still, fast, fast_too = sliding_texture(1, 0), sliding_texture(0, 2), sliding_texture(2, 2)
+    clear = torch.stack([still, fast])  # one layer still: the order is plain to see
+    tied = torch.stack([fast_too, fast])  # one speed: "the faster first" is a coin toss
+    contrast = speed_contrast(torch.stack([clear, tied]))
+    assert float(contrast[0]) > 0.99 and float(contrast[1]) < 0.05
+    targets = torch.stack([clear, tied])
+    # both clips matched the cheap way by Eq. 2 (zero), the opposite way by the speed order
+    speed_order = speed_assignment(targets)[1].tolist()  # the tied clip's: whichever measured a hair faster
+    tied_outputs = tied.flip(0) if speed_order == [0, 1] else tied
+    outputs = torch.stack([clear, tied_outputs]).repeat(1, 2, 1, 1, 1, 1).requires_grad_()
+    assert float(pit_loss(outputs, targets).loss.detach()) == 0.0
+    everywhere = pit_loss(outputs, targets, ordered_weight=1.0)
+    gated = pit_loss(outputs, targets, ordered_weight=1.0, ordered_contrast=0.5)
+    first_only = reconstruction_loss(outputs[0, 0], fast) + reconstruction_loss(outputs[0, 1], still)
+    # the tied clip keeps Eq. 2 (zero), the clear one pays for its wrong order: half of the batch mean
+    assert float(gated.loss.detach()) == pytest.approx(0.5 * float(first_only.detach()), rel=1e-5)
+    assert float(everywhere.loss.detach()) > float(gated.loss.detach()) + 0.01
+    gated.loss.backward()
+    assert outputs.grad[0].abs().sum() > 0 and outputs.grad[1].abs().sum() == 0
+    with pytest.raises(ValueError, match="ordered_contrast"):
+        pit_loss(outputs, targets, ordered_weight=1.0, ordered_contrast=1.0)
