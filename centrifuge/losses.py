@@ -210,10 +210,9 @@ def pit_loss(
     if not 0 <= ordered_contrast < 1:
         raise ValueError(f"ordered_contrast must be at least 0 and below 1, got {ordered_contrast}")
     k = targets.shape[1]
-    weights = torch.zeros(len(targets), device=outputs.device)
-    if ordered_weight:
-        clear = speed_contrast(targets) >= ordered_contrast if ordered_contrast else torch.ones_like(weights, dtype=torch.bool)
-        weights = ordered_weight * clear.float()
+    # per clip: the share of its loss under the speed order (none where the speeds are about equal)
+    weights = (ordered_weight * (speed_contrast(targets) >= ordered_contrast).float() if ordered_weight
+               else torch.zeros(len(targets), device=outputs.device))
     if bool((weights >= 1).all()):  # Eq. 2 only reported: its value from the cost matrix, no gradient
         per_example = costs.gather(1, assignment.unsqueeze(1)).squeeze(1).sum(dim=1)
         loss = _matched_losses(outputs, targets, speed_assignment(targets)).sum(dim=1).mean()
