@@ -108,6 +108,7 @@ class LayerKinds:
             the encoded values.
         light: probability that one layer (either) is a light instead of a clip
             (:func:`~centrifuge.synthetic.draw_light`).
+        still: probability that one layer (either) is still, one of its frames repeated.
     """
 
     alpha: float | tuple[float, float] = 0.5
@@ -117,6 +118,7 @@ class LayerKinds:
     dim_range: tuple[float, float] = (0.4, 0.9)
     linear_light: bool = False
     light: float = 0.0
+    still: float = 0.0
 
     def draw(self, rng: np.random.Generator) -> tuple[float, np.ndarray, np.ndarray]:
         """α, per-layer blur σ ``(2,)`` (0: sharp) and per-layer gain ``(2,)`` of one example."""
@@ -129,6 +131,12 @@ class LayerKinds:
         if not self.light or rng.random() >= self.light:
             return None
         return int(rng.integers(2)), draw_light(rng)
+
+    def draw_still(self, rng: np.random.Generator) -> int | None:
+        """Which layer of one example is still; None (and no draw) without still layers."""
+        if not self.still or rng.random() >= self.still:
+            return None
+        return int(rng.integers(2))
 
 
 def blend_linear_light(layers: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -177,7 +185,7 @@ class BatchedPairs:
         """Every random choice of examples ``indices`` (numpy only: cheap to make in CPU worker
         processes and to send to the process that renders on the GPU)."""
         real_plans, synthetic_plans, slots, still = [], [], [], []
-        alphas, sigmas, gains, lights = [], [], [], []
+        alphas, sigmas, gains, lights, stilled = [], [], [], [], []
         for i in indices:
             rng = np.random.default_rng([self.seed, int(i)])
             first_video = None
@@ -199,11 +207,14 @@ class BatchedPairs:
             light = self.kinds.draw_light(rng)
             if light is not None:
                 lights.append((2 * (len(alphas)) + light[0], light[1]))
+            layer = self.kinds.draw_still(rng)
+            if layer is not None:
+                stilled.append(2 * len(alphas) + layer)
             alphas.append(alpha)
             sigmas.append(sigma)
             gains.append(gain)
         return BatchPlan(real_plans, synthetic_plans, slots, still, np.array(alphas, dtype=np.float32),
-                         np.concatenate(sigmas).astype(np.float32), np.concatenate(gains).astype(np.float32), lights)
+                         np.concatenate(sigmas).astype(np.float32), np.concatenate(gains).astype(np.float32), lights, stilled)
 
     def render(self, plan: "BatchPlan") -> dict[str, torch.Tensor]:
         """Make the planned examples on the device of the bank and the generator."""
@@ -215,8 +226,8 @@ class BatchedPairs:
             rendered["synthetic"] = render(plan.synthetic, self.generator.bank, self.crop_size, self.crop_size)
         clips = torch.stack([rendered[kind][j] for kind, j in plan.slots])  # (2N, 3, T, H, W)
         for s in range(len(plan.slots)):
-            if self.frozen[s % 2]:
-                clips[s] = clips[s][:, plan.still[s] : plan.still[s] + 1].expand_as(clips[s])
+            if self.frozen[s % 2] or s in plan.stilled:
+                clips[s] = clips[s][:, plan.still[s] : plan.still[s] + 1].clone().expand_as(clips[s])
         for s, light in plan.lights:
             clips[s] = render_light(light, *clips.shape[2:], device=device)
         clips = gaussian_blur_batch(clips, torch.from_numpy(plan.sigma).to(device)) * torch.from_numpy(plan.gain).to(device).view(-1, 1, 1, 1, 1)
@@ -236,6 +247,7 @@ class BatchPlan:
     sigma: np.ndarray  # (2N,) blur of each layer
     gain: np.ndarray  # (2N,)
     lights: list = field(default_factory=list)  # (layer slot, LightPlan) of the layers that are lights
+    stilled: list = field(default_factory=list)  # slots of the layers made still (LayerKinds.still)
 
 
 def _mirrored(plan, width: int):

@@ -46,6 +46,9 @@ class TrainConfig:
         layer_light: probability that one layer of a pair is a light instead of a clip: a flat,
             saturated, black or white colour (the paper's Figure 4), a coloured light, a gradient or a
             shadow, varying slowly over the clip (both pipelines).
+        layer_still: probability that one layer of a pair is still (one of its frames repeated)
+            under a moving one (both pipelines). With ``ordered_weight`` and ``ordered_contrast``
+            near 1, such pairs are the ones given the fixed order (the moving layer first).
         time_budget: seconds of training; when set, the learning rate warms up over the first
             ``warmup`` share of the budget, then follows a cosine to 1 % of ``lr``, and the run
             stops (with a checkpoint) when the budget is spent, whatever ``steps`` says.
@@ -95,6 +98,7 @@ class TrainConfig:
     layer_dim: float = 0.0
     linear_light: bool = False
     layer_light: float = 0.0
+    layer_still: float = 0.0
     time_budget: float | None = None
     checkpoint_seconds: float | None = None
     render_in_trainer: bool | None = None

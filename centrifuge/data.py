@@ -357,6 +357,8 @@ class LayerPairs(Dataset):
         same_class: pair videos of the same class (needs a folder with classes).
         light: probability that one layer (either) is a light instead of a clip
             (:func:`~centrifuge.synthetic.draw_light`); the other stays a clip.
+        still: probability that one layer (either) is still, one of its frames repeated: the
+            layer that does not move, under one that does (a reflection in a shop window).
         blur / dim: probability that one layer is out of focus (σ uniform in ``blur_sigma`` px) /
             dimmer (× uniform in ``dim_range``), fixed over the clip, as the batched pipeline's
             :class:`~centrifuge.batched.LayerKinds`.
@@ -375,12 +377,13 @@ class LayerPairs(Dataset):
         same_class: bool = False,
         stride: int = 1,
         light: float = 0.0,
+        still: float = 0.0,
         blur: float = 0.0,
         dim: float = 0.0,
         blur_sigma: tuple[float, float] = (1.0, 5.0),
         dim_range: tuple[float, float] = (0.4, 0.9),
     ):
-        self.light = light
+        self.light, self.still = light, still
         self.blur, self.dim, self.blur_sigma, self.dim_range = blur, dim, blur_sigma, dim_range
         self.sources = list(sources) if isinstance(sources, (list, tuple)) else [sources]
         weights = np.asarray(weights if weights is not None else [1.0] * len(self.sources), dtype=float)
@@ -448,6 +451,9 @@ class LayerPairs(Dataset):
             k = int(rng.integers(2))
             layers[k] = render_light(draw_light(rng), *layers[k].shape[1:])
             labels[k], videos[k] = -1, -1
+        if self.still and rng.random() < self.still:  # likewise
+            k = int(rng.integers(2))
+            layers[k] = freeze_clip(layers[k], int(rng.integers(layers[k].shape[1])) if self.train else None)
         if self.blur or self.dim:  # likewise: no draw without them
             sigma, gain = draw_focus_and_gain(rng, self.blur, self.blur_sigma, self.dim, self.dim_range)
             for k in range(2):

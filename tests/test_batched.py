@@ -115,3 +115,27 @@ def test_loader_pipeline_blurs_or_dims_one_layer_too_and_leaves_other_streams_as
         assert any(torch.equal(a, b) for a, b in zip(after, before)) == (softer == darker and sum(softer) == 1)
     unchanged = LayerPairs([SyntheticSource(seed=2)], length=3, num_frames=4, crop_size=32, blur=0.0, dim=0.0)
     assert all(torch.equal(unchanged[i]["layers"], plain[i]["layers"]) for i in range(3))
+
+
+def test_layer_still_freezes_one_layer_of_some_pairs_in_both_pipelines_and_keeps_its_frame_from_the_clip():
+    from centrifuge.data import LayerPairs, SyntheticSource
+
+    def is_still(clip: torch.Tensor) -> bool:
+        return float(clip.diff(dim=1).abs().max()) == 0.0
+
+    plain = LayerPairs([SyntheticSource(seed=1)], length=30, num_frames=4, crop_size=32)
+    stilled = LayerPairs([SyntheticSource(seed=1)], length=30, num_frames=4, crop_size=32, still=0.5)
+    counts = [sum(is_still(layer) for layer in stilled[i]["layers"]) for i in range(30)]
+    assert set(counts) == {0, 1} and 5 <= sum(counts) <= 25  # one layer of about half the pairs
+    for i in range(30):
+        for before, after in zip(plain[i]["layers"], stilled[i]["layers"]):
+            if is_still(after):  # one of the clip's own frames, repeated
+                assert any(torch.equal(after[:, 0], before[:, t]) for t in range(4))
+            else:
+                assert torch.equal(before, after)
+    assert not any(is_still(layer) for i in range(10) for layer in plain[i]["layers"])
+
+    generator = BatchedGenerator(bank_tensor(available_photos("train"), *default_bank_size(32)))
+    layers = BatchedPairs(generator, None, 0.0, 4, 32, kinds=LayerKinds(still=0.5)).examples(range(30))["layers"]
+    counts = [sum(is_still(layer) for layer in example) for example in layers]
+    assert set(counts) == {0, 1} and 5 <= sum(counts) <= 25
