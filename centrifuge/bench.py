@@ -10,11 +10,12 @@ clip, ``separate`` frames/s end to end, decoding frames/s, and peak resident mem
 from __future__ import annotations
 
 import json
+import math
 import resource
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +34,19 @@ def _best_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> f
         fn()
         times.append(time.perf_counter() - started)
     return min(times)
+
+
+def _best_times_interleaved(fns: Sequence[Callable[[], object]], repeats: int = 3) -> list[float]:
+    """The best time of each of ``fns``, run in turn ``repeats`` times after one warm-up each."""
+    for fn in fns:
+        fn()
+    best = [math.inf] * len(fns)
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            started = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - started)
+    return best
 
 
 def peak_memory_mib() -> float:
@@ -218,10 +232,12 @@ def data_clips_per_second(device: str = "cpu", frames: int = 32, size: int = 112
         frames, size, clips = 8, 32, 4
     photos = available_photos("train")
     bank = bank_tensor(photos, *default_bank_size(size))
-    per_clip = clips / _best_time(lambda: [synthetic_video(1000 + i, frames, size, size) for i in range(clips)], repeats=2)
-    result = {"clip": [frames, size, size], "photos": len(photos), "threads": torch.get_num_threads(), "per_clip_clips_per_s": per_clip}
     cpu = BatchedGenerator(bank, "cpu")
-    batched = clips / _best_time(lambda: cpu.clips(range(1000, 1000 + clips), frames, size, size), repeats=2)
+    # interleaved, best of three each: a shared host's load drifts over a run and would favour one
+    per_clip, batched = (clips / t for t in _best_times_interleaved(
+        [lambda: [synthetic_video(1000 + i, frames, size, size) for i in range(clips)],
+         lambda: cpu.clips(range(1000, 1000 + clips), frames, size, size)], repeats=3))
+    result = {"clip": [frames, size, size], "photos": len(photos), "threads": torch.get_num_threads(), "per_clip_clips_per_s": per_clip}
     result["batched_clips_per_s"] = batched
     result["batched_over_per_clip"] = batched / per_clip
     dev = resolve_device(device)

@@ -4,9 +4,14 @@ on the device the model trains on.
 Each clip's random choices (camera path, sprites, colours, blur, noise seed) are drawn on the CPU
 from its own seed, a few hundred numbers per clip; everything per pixel then runs as batched tensor
 operations on the device: one affine grid for all frames of all clips, one ``grid_sample`` for every
-background and one for every sprite texture, soft shape masks, lighting and colour drift, blur and
-noise. A clip is a pure function of its seed (on a given device), whichever batch it is part of,
-so a batch split across ``torchrun`` processes is the single-process batch, and resume is exact.
+background and one per sprite depth for the sprites' textures, soft shape masks, lighting and
+colour drift, blur and noise. A clip is a pure function of its seed (on a given device), whichever
+batch it is part of and however many threads make it, so a batch split across ``torchrun``
+processes is the single-process batch, and resume is exact.
+
+On a CPU the generator is bound by memory traffic more than by arithmetic: it renders one clip at a
+time (as one batch item per thread, so that ``grid_sample`` uses every thread), works in place
+where it can, and avoids padding copies, fresh random draws and gathers that a GPU would not notice.
 """
 
 from __future__ import annotations
@@ -116,155 +121,269 @@ def _tensor(arrays: Sequence[np.ndarray], device: torch.device, dtype=torch.floa
     return torch.from_numpy(np.stack(arrays).astype(np.float32 if dtype == torch.float32 else np.int64)).to(device)
 
 
-def _pixel_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
-    ys, xs = torch.meshgrid(torch.arange(height, device=device) + 0.5, torch.arange(width, device=device) + 0.5, indexing="ij")
-    return torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).float()  # (H, W, 3)
+def _centres(size: int, device: torch.device) -> torch.Tensor:
+    """Pixel centres 0.5, 1.5, … of one axis."""
+    return torch.arange(size, device=device, dtype=torch.float32) + 0.5
 
 
 def _sample(bank: torch.Tensor, photos: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Sample bank photos at photo-pixel coordinates: ``grid`` ``(N, T, H, W, 2)`` → ``(N, 3, T, H, W)``."""
+    """Sample bank photos at ``grid`` ``(N, T, H, W, 2)`` in grid_sample's normalised coordinates
+    (:func:`_normalised`) → ``(N, 3, T, H, W)``."""
     n, t, h, w, _ = grid.shape
-    hb, wb = bank.shape[-2:]
-    scale = torch.tensor([2.0 / wb, 2.0 / hb], device=grid.device)
-    norm = (grid * scale - 1.0).reshape(n, t * h, w, 2)
-    source = bank[photos]
+    same = bool((photos == photos[0]).all())  # one clip in segments: no copy of its photograph per segment
+    source = bank[photos[0]].expand(n, -1, -1, -1) if same else bank[photos]
     source = source.float() / 255.0 if source.dtype == torch.uint8 else source
-    out = F.grid_sample(source, norm, mode="bilinear", padding_mode="reflection", align_corners=False)
+    out = F.grid_sample(source, grid.view(n, t * h, w, 2), mode="bilinear", padding_mode="reflection", align_corners=False)
     return out.view(n, 3, t, h, w)
+
+
+def _normalised(matrices: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """Affines ``(…, 2, 3)`` to bank-photo pixels turned into affines to grid_sample's [−1, 1]
+    coordinates (x·2/W − 1, y·2/H − 1), so the per-pixel grid needs no rescaling."""
+    scale = torch.tensor([2.0 / bank.shape[-1], 2.0 / bank.shape[-2]], device=matrices.device).view(2, 1)
+    normalised = (matrices * scale).contiguous()  # contiguous: the per-pixel grid follows its layout
+    normalised[..., 2] -= 1.0
+    return normalised
 
 
 def _recolour(frames: torch.Tensor, gain: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """Per-item channel permutation then gains: ``frames`` ``(N, 3, …)``, ``gain`` ``(N, 3)``, ``order`` ``(N, 3)``."""
     shape = (frames.shape[0], 3) + (1,) * (frames.dim() - 2)
     if bool((order != torch.arange(3, device=order.device)).any()):  # most items keep their channels: skip the gather
-        frames = torch.gather(frames, 1, order.view(shape).expand_as(frames))
+        if bool((order == order[0]).all()):  # one clip (in segments): one permutation of the channels
+            frames = frames[:, order[0]]
+        else:
+            frames = torch.gather(frames, 1, order.view(shape).expand_as(frames))
     return frames.mul_(gain.view(shape)).clamp_(0, 1)
 
 
-def gaussian_blur_batch(frames: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Blur ``(N, C, T, H, W)`` with one Gaussian σ (pixels) per item; σ ≤ 0 leaves an item as it is."""
-    if not bool((sigma > 0).any()):
+def gaussian_blur_batch(frames: torch.Tensor, sigma: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """Blur ``(N, C, T, H, W)`` with one Gaussian σ (pixels) per item; σ ≤ 0 leaves an item as it is.
+
+    Separable, as a weighted sum of shifted copies (a few times faster on a CPU than a grouped
+    convolution, and batched alike on a GPU); only the items with σ > 0 are computed. With
+    ``inplace`` (a contiguous ``frames`` whose items are all blurred) the second pass writes over
+    ``frames``: one large allocation fewer."""
+    blurred = (sigma > 0).nonzero().flatten()
+    if len(blurred) == 0:
         return frames
     n, c, t, h, w = frames.shape
-    radius = max(1, int(math.ceil(2.5 * float(sigma.max()))))
+    chosen = sigma[blurred].view(-1, 1)
+    radius = max(1, int(math.ceil(2.5 * float(chosen.max()))))
     x = torch.arange(-radius, radius + 1, device=frames.device, dtype=torch.float32)
-    safe = sigma.clamp_min(1e-3).view(n, 1)
-    kernel = torch.exp(-0.5 * (x / safe) ** 2)
-    kernel = torch.where((sigma > 0).view(n, 1), kernel, (x == 0).float().expand(n, -1))
-    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, dim=0)  # (N·C, K)
-    planes = frames.permute(2, 0, 1, 3, 4).reshape(t, n * c, h, w)  # channels of every item as groups
-    planes = F.conv2d(F.pad(planes, (radius, radius, 0, 0), mode="replicate"), kernel.view(n * c, 1, 1, -1), groups=n * c)
-    planes = F.conv2d(F.pad(planes, (0, 0, radius, radius), mode="replicate"), kernel.view(n * c, 1, -1, 1), groups=n * c)
-    return planes.view(t, n, c, h, w).permute(1, 2, 0, 3, 4)
+    kernel = torch.exp(-0.5 * (x / chosen) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).view(len(blurred), -1, 1, 1, 1)  # (B, K, 1, 1, 1)
+    every = len(blurred) == n
+    planes = (frames if every else frames[blurred]).reshape(len(blurred), c * t, h, w)
+    source = planes
+    for along in (3, 2):  # rows, then columns
+        reuse = inplace and every and along == 2 and source.is_contiguous()
+        out = torch.mul(planes, kernel[:, radius], out=source) if reuse else planes * kernel[:, radius]
+        for shift in range(1, radius + 1):
+            for k, d in ((radius + shift, shift), (radius - shift, -shift)):  # reads x[i + d], clamped at the edges
+                _add_shifted(out, planes, along, d, kernel[:, k])
+        planes = out
+    if every:
+        return planes.view(n, c, t, h, w)
+    frames = frames.clone()
+    frames[blurred] = planes.view(-1, c, t, h, w)
+    return frames
 
 
-def _shape_masks(local: torch.Tensor, plans: Sequence[SpritePlan], device: torch.device) -> torch.Tensor:
-    """Soft masks ``(S, 1, T, H, W)`` of sprites at local unit coordinates ``(S, T, H, W, 2)``.
+def _add_shifted(out: torch.Tensor, x: torch.Tensor, dim: int, shift: int, weight: torch.Tensor) -> None:
+    """``out[i] += weight · x[clamp(i + shift)]`` along ``dim``: a shifted copy with the edge
+    repeated (replicate padding without making the padded tensor)."""
+    size = x.shape[dim]
+    inside = size - abs(shift)
+    if inside <= 0:  # the shift is wider than the axis: every pixel reads the edge
+        edge = x.narrow(dim, size - 1 if shift > 0 else 0, 1)
+        out.addcmul_(edge.expand_as(out), weight)
+        return
+    if shift > 0:
+        out.narrow(dim, 0, inside).addcmul_(x.narrow(dim, shift, inside), weight)
+        out.narrow(dim, inside, shift).addcmul_(x.narrow(dim, size - 1, 1).expand_as(out.narrow(dim, inside, shift)), weight)
+    else:
+        out.narrow(dim, -shift, inside).addcmul_(x.narrow(dim, 0, inside), weight)
+        out.narrow(dim, 0, -shift).addcmul_(x.narrow(dim, 0, 1).expand_as(out.narrow(dim, 0, -shift)), weight)
+
+
+def _shape_masks(u: torch.Tensor, v: torch.Tensor, plans: Sequence[SpritePlan], device: torch.device) -> torch.Tensor:
+    """Soft masks ``(S, 1, T, H, W)`` of sprites at local unit coordinates ``u``, ``v`` ``(S, T, H, W)``.
 
     Each kind of outline is computed only for the sprites that have it: ellipses need a norm,
     rounded boxes a p-norm, stars and blobs an angle-dependent radius (from powers of the unit
     complex number u + iv, which avoids atan2 and cos over every pixel)."""
-    u, v = local[..., 0], local[..., 1]
-    distance = torch.sqrt(u * u + v * v)
+    everyone = len(plans)
     boxes = [i for i, p in enumerate(plans) if p.power != 2.0]
-    if boxes:
-        index = torch.tensor(boxes, device=device)
-        power = _tensor([np.float32(plans[i].power) for i in boxes], device).view(-1, 1, 1, 1)
-        distance[index] = (u[index].abs().pow(power) + v[index].abs().pow(power)).pow(1.0 / power)
+    if len(boxes) == everyone:  # on a CPU a group is one sprite: no norm computed twice, no gather
+        distance = _p_norm(u, v, plans, boxes, device)
+    else:
+        distance = torch.hypot(u, v)
+        if boxes:
+            index = torch.tensor(boxes, device=device)
+            distance[index] = _p_norm(u[index], v[index], plans, boxes, device)
     shaped = [i for i, p in enumerate(plans) if p.harmonics.any()]
-    if shaped:
+    if len(shaped) == everyone:
+        distance = distance / _outline_radius(u, v, distance, [plans[i] for i in shaped], device)
+    elif shaped:
         index = torch.tensor(shaped, device=device)
-        view = (len(shaped), 1, 1, 1)
-        r = distance[index].clamp_min(1e-6)
-        cos1, sin1 = u[index] / r, v[index] / r
-        cos_k, sin_k = cos1, sin1
-        radius = torch.ones_like(r)
-        amplitudes = _tensor([plans[i].harmonics for i in shaped], device)
-        phases = _tensor([plans[i].phases for i in shaped], device)
-        highest = int((amplitudes != 0).any(0).nonzero().max()) + 1  # stars need one harmonic, often a low one
-        for k in range(highest):  # radius += a·cos((k+2)θ + φ)
-            cos_k, sin_k = cos_k * cos1 - sin_k * sin1, sin_k * cos1 + cos_k * sin1
-            if bool((amplitudes[:, k] != 0).any()):
-                a_cos = (amplitudes[:, k] * torch.cos(phases[:, k])).view(view)
-                a_sin = (amplitudes[:, k] * torch.sin(phases[:, k])).view(view)
-                radius = radius + a_cos * cos_k - a_sin * sin_k
-        distance[index] = r / radius.clamp_min(0.2)
-    softness = _tensor([np.float32(p.softness) for p in plans], device).view(-1, 1, 1, 1)
-    return torch.sigmoid((1.0 - distance) / softness).unsqueeze(1)
+        distance[index] = distance[index] / _outline_radius(u[index], v[index], distance[index], [plans[i] for i in shaped], device)
+    sharpness = _tensor([np.float32(-1.0 / p.softness) for p in plans], device).view(-1, 1, 1, 1)
+    return distance.sub_(1.0).mul_(sharpness).sigmoid_().unsqueeze(1)  # sigmoid((1 − d) / softness)
 
 
-def _affine(pixels: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
-    """``pixels`` ``(H, W, 3)`` through per-item, per-frame affines ``(N, T, 2, 3)`` → ``(N, T, H, W, 2)``."""
-    return torch.einsum("hwk,ntjk->nthwj", pixels, matrices)
+def _p_norm(u: torch.Tensor, v: torch.Tensor, plans: Sequence[SpritePlan], rows: list[int], device: torch.device) -> torch.Tensor:
+    """The rounded boxes' distance (|u|ᵖ + |v|ᵖ)^(1/p) of sprites ``rows``."""
+    power = _tensor([np.float32(plans[i].power) for i in rows], device).view(-1, 1, 1, 1)
+    # xᵖ as exp(p·log x): a few times faster than pow on a CPU (log 0 = −inf gives 0, as it should)
+    total = u.abs().log_().mul_(power).exp_().add_(v.abs().log_().mul_(power).exp_())
+    return total.log_().div_(power).exp_()
 
 
-def render(plans: Sequence[ClipPlan], bank: torch.Tensor, height: int, width: int, chunk: int | None = None) -> torch.Tensor:
+def _outline_radius(u: torch.Tensor, v: torch.Tensor, distance: torch.Tensor, plans: Sequence[SpritePlan],
+                    device: torch.device) -> torch.Tensor:
+    """A star's or blob's radius in the direction of each pixel, 1 + Σ aₖ·cos(kθ + φₖ), from powers
+    of the unit complex number (u + iv)/r."""
+    r = distance.clamp_min(1e-6)
+    cos1, sin1 = u / r, v / r
+    cos_k, sin_k = cos1, sin1
+    radius = torch.ones_like(r)
+    view = (len(plans), 1, 1, 1)
+    amplitudes = _tensor([p.harmonics for p in plans], device)
+    phases = _tensor([p.phases for p in plans], device)
+    highest = int((amplitudes != 0).any(0).nonzero().max()) + 1  # stars need one harmonic, often a low one
+    for k in range(highest):  # radius += a·cos((k+2)θ + φ); in place: the generator is bound by memory traffic
+        cos_k, sin_k = (cos_k * cos1).addcmul_(sin_k, sin1, value=-1), (sin_k * cos1).addcmul_(cos_k, sin1)
+        if bool((amplitudes[:, k] != 0).any()):
+            radius.addcmul_(cos_k, (amplitudes[:, k] * torch.cos(phases[:, k])).view(view))
+            radius.addcmul_(sin_k, (-amplitudes[:, k] * torch.sin(phases[:, k])).view(view))
+    return radius.clamp_min_(0.2)
+
+
+def _affine_planes(matrices: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_affine`'s two coordinates as separate contiguous ``(N, T, H, W)`` tensors (the
+    per-pixel arithmetic of the shapes runs faster on them than on an interleaved pair)."""
+    m = matrices[:, :, None, None]  # (N, T, 1, 1, 2, 3)
+    return tuple(m[..., j, 0] * xs + (m[..., j, 1] * ys[:, None] + m[..., j, 2]) for j in range(2))
+
+
+def _affine(matrices: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Pixel centres ``xs`` ``(W,)`` × ``ys`` ``(H,)`` through per-item, per-frame affines
+    ``(N, T, 2, 3)`` → ``(N, T, H, W, 2)``, as a sum of a row and a column term (an einsum over the
+    homogeneous grid costs a few times more)."""
+    m = matrices[:, :, None, None]  # (N, T, 1, 1, 2, 3)
+    return m[..., 0] * xs[:, None] + (m[..., 1] * ys[:, None, None] + m[..., 2])
+
+
+def render(plans: Sequence[ClipPlan], bank: torch.Tensor, height: int, width: int, chunk: int | None = None,
+           segments: int | None = None) -> torch.Tensor:
     """Render planned clips on ``bank``'s device: ``(N, 3, T, H, W)`` float in [0, 1].
 
     Args:
         bank: ``(P, 3, Hb, Wb)`` photographs, uint8 or float in [0, 1] (:func:`centrifuge.photos.bank_tensor`).
         chunk: clips rendered together. On a GPU the whole batch (one kernel per operation); on a
-            CPU one clip at a time is fastest, since a clip's intermediate tensors stay in cache.
+            CPU one clip at a time, whose intermediate tensors stay in cache.
+        segments: on a CPU each clip is rendered as this many batch items of consecutive frames
+            (default: one per thread), since ``grid_sample`` spreads its work over threads by batch
+            item only. Every frame is made on its own (blur is spatial, motion a per-frame affine),
+            so a clip does not depend on either setting.
     """
-    chunk = chunk or (len(plans) if bank.device.type != "cpu" else 1)
-    parts = [_render_chunk(plans[i : i + chunk], bank, height, width) for i in range(0, len(plans), chunk)]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    on_cpu = bank.device.type == "cpu"
+    chunk = chunk or (1 if on_cpu else len(plans))
+    total = plans[0].camera.shape[0]
+    parts = segments or (torch.get_num_threads() if on_cpu else 1)
+    parts = parts if total % parts == 0 else 1
+    if chunk >= len(plans) and parts == 1:
+        return _render_chunk(plans, bank, height, width, [slice(0, total)] * len(plans))
+    out = torch.empty((len(plans), 3, total, height, width), device=bank.device)
+    length = total // parts
+    for i in range(0, len(plans), chunk):
+        group = plans[i : i + chunk]
+        spans = [slice(k * length, (k + 1) * length) for _ in group for k in range(parts)]
+        rendered = _render_chunk([p for p in group for _ in range(parts)], bank, height, width, spans)
+        out[i : i + len(group)].view(len(group), 3, parts, length, height, width).copy_(
+            rendered.view(len(group), parts, 3, length, height, width).transpose(1, 2))
+    return out
 
 
-def _render_chunk(plans: Sequence[ClipPlan], bank: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def _render_chunk(plans: Sequence[ClipPlan], bank: torch.Tensor, height: int, width: int, spans: Sequence[slice]) -> torch.Tensor:
+    """Frames ``spans[i]`` of clip ``plans[i]``, spans of one length ``t``: ``(N, 3, t, H, W)``."""
     device = bank.device
-    n, t = len(plans), plans[0].camera.shape[0]
-    pixels = _pixel_grid(height, width, device)
+    n, total = len(plans), plans[0].camera.shape[0]
+    t = spans[0].stop - spans[0].start
+    xs, ys = _centres(width, device), _centres(height, device)
 
-    grid = _affine(pixels, _tensor([p.camera for p in plans], device))  # (N, T, H, W, 2)
+    grid = _affine(_normalised(_tensor([p.camera[span] for p, span in zip(plans, spans)], device), bank), xs, ys)  # (N, t, H, W, 2)
     coarse = _tensor([p.warp for p in plans], device)  # (N, 2, 2, 4, 4): the field at the first and last frame
-    # Upsampling is linear, so upsample the two end fields once and interpolate in time after.
+    # Upsampling is linear, so upsample the two end fields once and interpolate in time after. The
+    # field is in half-photo units, which are grid_sample's normalised ones.
     ends = F.interpolate(coarse.reshape(n * 2, 2, 4, 4), size=(height, width), mode="bicubic", align_corners=False)
     ends = ends.view(n, 2, 2, height, width).permute(0, 1, 3, 4, 2)  # (N, 2, H, W, 2)
-    ramp = torch.linspace(0, 1, t, device=device).view(1, t, 1, 1, 1)
-    half_bank = torch.tensor([bank.shape[-1] / 2, bank.shape[-2] / 2], device=device)
-    grid = grid + torch.lerp(ends[:, 0:1], ends[:, 1:2], ramp) * half_bank
+    ramp = torch.stack([torch.linspace(0, 1, total, device=device)[span] for span in spans]).view(n, t, 1, 1, 1)
+    grid = grid.add_(ends[:, 0:1]).add_(ramp * (ends[:, 1:2] - ends[:, 0:1]))
     frames = _sample(bank, _tensor([p.photo for p in plans], device, torch.long), grid)
+    del grid
     frames = _recolour(frames, _tensor([p.gain for p in plans], device), _tensor([p.order for p in plans], device, torch.long))
-    frames = gaussian_blur_batch(frames, _tensor([np.float32(p.blur) for p in plans], device))
+    frames = gaussian_blur_batch(frames.contiguous(), _tensor([np.float32(p.blur) for p in plans], device), inplace=True)
+    for depth in range(max(len(p.sprites) for p in plans)):  # back to front: later sprites occlude earlier ones
+        owners = [i for i, p in enumerate(plans) if len(p.sprites) > depth]
+        _draw_sprites(frames, owners, [plans[i].sprites[depth] for i in owners], bank, [spans[i] for i in owners])
 
-    # Sprites, flattened over the batch: one grid, one mask pass and one texture sample for all.
-    owners = [(i, k) for i, p in enumerate(plans) for k in range(len(p.sprites))]
-    if owners:
-        sprites = [plans[i].sprites[k] for i, k in owners]
-        local_m = _tensor([s.local for s in sprites], device)  # (S, T, 2, 3)
-        local = _affine(pixels, local_m)
-        masks = _shape_masks(local, sprites, device)
-        # texture coordinates: the sprite's local → photo affine composed with pixel → local
-        texture = _tensor([s.texture for s in sprites], device)  # (S, 2, 3)
-        composed = torch.einsum("sij,stjk->stik", texture[:, :, :2], local_m)
-        composed[..., 2] += texture[:, None, :, 2]
-        textures = _sample(bank, _tensor([s.photo for s in sprites], device, torch.long), _affine(pixels, composed))
-        textures = _recolour(textures, _tensor([s.gain for s in sprites], device), _tensor([s.order for s in sprites], device, torch.long))
-        flat = _tensor([s.flat for s in sprites], device).view(-1, 1, 1, 1, 1) > 0.5
-        if bool(flat.any()):
-            gradient = _tensor([s.gradient for s in sprites], device)
-            shade = 1 + (local * gradient.view(-1, 1, 1, 1, 2)).sum(-1).unsqueeze(1)  # (S, 1, T, H, W)
-            colours = (_tensor([s.colour for s in sprites], device).view(-1, 3, 1, 1, 1) * shade).clamp(0, 1)
-            textures = torch.where(flat, colours, textures)
-        owner = torch.tensor([i for i, _ in owners], device=device)
-        depth = torch.tensor([k for _, k in owners])
-        for k in range(int(depth.max()) + 1):  # back to front: later sprites occlude earlier ones
-            chosen = (depth == k).nonzero().flatten()
-            if len(chosen) == n:  # every clip has a k-th sprite: no gather needed
-                frames.lerp_(textures[chosen.to(device)], masks[chosen.to(device)])
-                continue
-            chosen = chosen.to(device)
-            who = owner[chosen]
-            frames[who] = torch.lerp(frames[who], textures[chosen], masks[chosen])
-
-    brightness = _tensor([p.brightness for p in plans], device).view(n, 1, t, 1, 1)
-    tint = _tensor([p.tint for p in plans], device).permute(0, 2, 1).view(n, 3, t, 1, 1)
-    frames = gaussian_blur_batch(frames * brightness * tint, _tensor([np.float32(p.frame_blur) for p in plans], device))
-    for i, p in enumerate(plans):  # each clip's own noise stream: independent of the batch it is in
-        g = torch.Generator(device=device).manual_seed(p.noise_seed)
-        frames[i].add_(torch.randn(frames.shape[1:], generator=g, device=device), alpha=p.noise_std)
+    light = _tensor([p.brightness[span, None] * p.tint[span] for p, span in zip(plans, spans)], device).permute(0, 2, 1).view(n, 3, t, 1, 1)
+    frames = gaussian_blur_batch(frames.mul_(light), _tensor([np.float32(p.frame_blur) for p in plans], device), inplace=True)
+    for i, (p, span) in enumerate(zip(plans, spans)):  # each clip's own noise: independent of the batch it is in
+        frames[i].add_(_noise((3, total, height, width), p.noise_seed, device)[:, span], alpha=p.noise_std)
     return frames.clamp_(0, 1)
+
+
+def _draw_sprites(frames: torch.Tensor, owners: list[int], sprites: list[SpritePlan], bank: torch.Tensor,
+                  spans: Sequence[slice]) -> None:
+    """Composite one sprite onto each of items ``owners`` of ``frames`` ``(N, 3, t, H, W)``, frames
+    ``spans`` of their clips (in place)."""
+    device = frames.device
+    n, _, t, height, width = frames.shape
+    xs, ys = _centres(width, device), _centres(height, device)
+    local_m = _tensor([s.local[span] for s, span in zip(sprites, spans)], device)  # (G, t, 2, 3)
+    u, v = _affine_planes(local_m, xs, ys)  # (G, t, H, W) each
+    masks = _shape_masks(u, v, sprites, device)  # (G, 1, t, H, W)
+    # texture coordinates: the sprite's local → photo affine composed with pixel → local
+    texture = _tensor([s.texture for s in sprites], device)  # (G, 2, 3)
+    composed = torch.einsum("sij,stjk->stik", texture[:, :, :2], local_m)
+    composed[..., 2] += texture[:, None, :, 2]
+    flat = [s.flat for s in sprites]
+    if any(flat):
+        gradient = _tensor([s.gradient for s in sprites], device)
+        shade = (1 + u * gradient[:, 0].view(-1, 1, 1, 1) + v * gradient[:, 1].view(-1, 1, 1, 1)).unsqueeze(1)  # (G, 1, t, H, W)
+        colours = (_tensor([s.colour for s in sprites], device).view(-1, 3, 1, 1, 1) * shade).clamp_(0, 1)
+    if all(flat):  # flat colours only (on a CPU, a group is one sprite): no photograph to sample
+        textures = colours
+    else:
+        textures = _sample(bank, _tensor([s.photo for s in sprites], device, torch.long), _affine(_normalised(composed, bank), xs, ys))
+        textures = _recolour(textures, _tensor([s.gain for s in sprites], device), _tensor([s.order for s in sprites], device, torch.long))
+        if any(flat):
+            textures = torch.where(_tensor(flat, device).view(-1, 1, 1, 1, 1) > 0.5, colours, textures)
+    if len(owners) == n:  # every item has a sprite at this depth: no gather needed
+        frames.lerp_(textures, masks)
+    else:
+        who = torch.tensor(owners, device=device)
+        frames[who] = torch.lerp(frames[who], textures, masks)
+
+
+_NOISE: dict[torch.device, torch.Tensor] = {}
+NOISE_BANK = 1 << 22
+
+
+def _noise(shape: torch.Size, seed: int, device: torch.device) -> torch.Tensor:
+    """Standard normal noise of ``shape``: a window, starting where ``seed`` says, of a bank of
+    2²² values drawn once per device (from a fixed seed), repeated for clips larger than the bank.
+    A few times cheaper than drawing fresh values for every clip, and as good for sensor noise."""
+    if device not in _NOISE:
+        _NOISE[device] = torch.randn(NOISE_BANK, generator=torch.Generator(device=device).manual_seed(0), device=device)
+    bank, size = _NOISE[device], math.prod(shape)
+    if size > NOISE_BANK:
+        bank = bank.repeat(-(-size // NOISE_BANK))
+    start = seed % (len(bank) - size + 1)
+    return bank[start : start + size].view(shape)
 
 
 class BatchedGenerator:

@@ -42,3 +42,49 @@ def test_blur_per_item_leaves_sharp_items_alone_and_softens_the_others():
     sharpness = lambda x: float((x[..., 1:] - x[..., :-1]).abs().mean())  # noqa: E731
     assert sharpness(out[1]) < 0.4 * sharpness(frames[1])
     assert torch.allclose(out[1].mean(), frames[1].mean(), atol=0.02)
+
+
+def test_clips_do_not_depend_on_how_many_clips_frames_or_threads_render_them():
+    from centrifuge.generator import render
+
+    g = generator()
+    plans = [g.plan(i, 12, 40, 48) for i in range(5)]
+    whole = render(plans, g.bank, 40, 48, chunk=5, segments=1)  # the GPU's way: everything at once
+    assert torch.equal(whole, render(plans, g.bank, 40, 48, chunk=1, segments=4))
+    assert torch.equal(whole, render(plans, g.bank, 40, 48, chunk=2, segments=3))
+    threads = torch.get_num_threads()
+    try:  # the CPU default: one segment per thread
+        torch.set_num_threads(3)
+        assert torch.equal(whole, render(plans, g.bank, 40, 48))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_blur_is_a_gaussian_with_the_edges_repeated_even_when_wider_than_the_frame():
+    import math
+
+    import torch.nn.functional as F
+
+    frames = torch.rand(2, 3, 4, 20, 9)
+    out = gaussian_blur_batch(frames, torch.tensor([1.5, 4.0]))  # σ = 4: a radius of 10 px, wider than 9
+    assert torch.equal(out, gaussian_blur_batch(frames.clone(), torch.tensor([1.5, 4.0]), inplace=True))
+    for item, sigma in ((0, 1.5), (1, 4.0)):
+        radius = math.ceil(2.5 * 4.0)  # the batch's radius; taps beyond the item's own σ are ~0
+        kernel = torch.exp(-0.5 * (torch.arange(-radius, radius + 1.0) / sigma) ** 2)
+        kernel /= kernel.sum()
+        planes = frames[item].reshape(-1, 1, 20, 9)
+        planes = F.conv2d(F.pad(planes, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+        planes = F.conv2d(F.pad(planes, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+        assert torch.allclose(out[item], planes.view_as(frames[item]), atol=1e-6)
+
+
+def test_noise_is_standard_normal_repeats_under_its_seed_and_covers_clips_larger_than_its_bank():
+    from centrifuge.generator import NOISE_BANK, _noise
+
+    cpu = torch.device("cpu")
+    a = _noise(torch.Size((3, 8, 64, 64)), 12345, cpu)
+    assert torch.equal(a, _noise(torch.Size((3, 8, 64, 64)), 12345, cpu))
+    assert not torch.equal(a, _noise(torch.Size((3, 8, 64, 64)), 999, cpu))
+    assert abs(float(a.mean())) < 0.02 and abs(float(a.std()) - 1) < 0.02
+    big = _noise(torch.Size((NOISE_BANK + 5,)), 7, cpu)
+    assert big.shape == (NOISE_BANK + 5,) and torch.isfinite(big).all()
