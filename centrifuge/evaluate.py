@@ -68,19 +68,31 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7, sigma: float = 1.5) 
     ``(..., C, T, H, W)`` → ``(...)``, computed on each channel of each frame and averaged."""
     lead = a.shape[:-4]
     c, t, h, w = a.shape[-4:]
-    x = a.clamp(0, 1).reshape(-1, 1, h, w).float()
-    y = b.clamp(0, 1).expand_as(a).reshape(-1, 1, h, w).float()
+    x = a.clamp(0, 1).reshape(-1, h, w).float()
+    y = b.clamp(0, 1).expand_as(a).reshape(-1, h, w).float()
     size = min(window, h, w) | 1
     coords = torch.arange(size, dtype=torch.float32) - size // 2
     g = torch.exp(-0.5 * (coords / sigma) ** 2)
-    g = (g / g.sum()).to(x.device)
-    kernel = (g[:, None] * g[None, :]).view(1, 1, size, size)
-    blur = lambda z: torch.nn.functional.conv2d(z, kernel)  # noqa: E731 (valid region only)
+    blur = lambda z: _separable_blur(z, (g / g.sum()).tolist())  # noqa: E731
     mx, my = blur(x), blur(y)
     sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
     c1, c2 = 0.01**2, 0.03**2
     value = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return value.mean(dim=(1, 2, 3)).view(*lead, c * t).mean(-1)
+    return value.mean(dim=(1, 2)).view(*lead, c * t).mean(-1)
+
+
+def _separable_blur(z: torch.Tensor, taps: Sequence[float]) -> torch.Tensor:
+    """``(N, h, w)`` filtered by ``taps`` along rows then columns, valid region only: weighted sums
+    of shifted views, 2.5× faster here than a 7 × 7 ``conv2d`` on one channel."""
+    size = len(taps)
+    h, w = z.shape[-2] - size + 1, z.shape[-1] - size + 1
+    rows = z[:, 0:h] * taps[0]
+    for k in range(1, size):
+        rows.add_(z[:, k : k + h], alpha=taps[k])
+    out = rows[:, :, 0:w] * taps[0]
+    for k in range(1, size):
+        out.add_(rows[:, :, k : k + w], alpha=taps[k])
+    return out
 
 
 def _spatial_gradients(video: torch.Tensor) -> torch.Tensor:
@@ -149,13 +161,18 @@ def benchmark_pairs(data: str, num_pairs: int = 24, num_frames: int = 32, size: 
 def score_model(model: CentrifugeNet, name: str, pairs: torch.Tensor, batch_size: int = 2) -> BenchmarkRow:
     """PIT loss, identity loss, PSNR and SSIM of the matched layers of one model on fixed pairs (α = 0.5)."""
     model.eval()
-    device = next(model.parameters()).device
+    return score_outputs(name, pairs, lambda blend, layers: model(blend).float(), batch_size, next(model.parameters()).device)
+
+
+@torch.no_grad()
+def score_outputs(name: str, pairs: torch.Tensor, predict, batch_size: int = 2, device: torch.device | str = "cpu") -> BenchmarkRow:
+    """The row of :func:`score_model` for any ``predict(blend, layers) → (B, n, C, T, H, W)`` outputs."""
     losses, identities, gains, blends, ssims, blend_ssims, others = [], [], [], [], [], [], []
     started = time.perf_counter()
     for start in range(0, len(pairs), batch_size):
         layers = pairs[start : start + batch_size].to(device)
         blend = blend_layers(layers, torch.full((layers.shape[0],), 0.5, device=device))
-        outputs = model(blend).float()
+        outputs = predict(blend, layers)
         result = pit_loss(outputs, layers)
         losses.append(result.per_example.cpu())
         identities.append(pit_loss(identity_outputs(blend), layers).per_example.cpu())
@@ -171,6 +188,36 @@ def score_model(model: CentrifugeNet, name: str, pairs: torch.Tensor, batch_size
     return BenchmarkRow(name, float(loss.mean()), float(identity.mean()), mean(gains), mean(blends), seconds,
                         ratio_standard_error(loss, identity), mean(ssims), mean(blend_ssims), int((loss > identity).sum()), len(loss),
                         mean(others), loss.tolist(), identity.tolist())
+
+
+COLOUR_SPLIT = "global colour split (oracle)"
+
+
+def colour_split_outputs(blend: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
+    """The best global colour transform of the blend for each true layer, an oracle: per clip,
+    layer and colour channel the least-squares fit ``layer ≈ a · blend + b`` over all its pixels
+    and frames, clipped to [0, 1]. A model that only moves brightness, contrast or colour between
+    its outputs, the same everywhere in the clip, cannot beat it (taking a plain white scene out of
+    a blend is such a transform); beating it takes deciding, place by place, which scene the
+    picture belongs to.
+
+    Args:
+        blend: ``(B, C, T, H, W)``; layers: ``(B, 2, C, T, H, W)``.
+    Returns:
+        ``(B, 2, C, T, H, W)``, output i fitted to layer i.
+    """
+    x = blend.unsqueeze(1).flatten(-3)
+    y = layers.flatten(-3)
+    x_centred = x - x.mean(-1, keepdim=True)
+    y_mean = y.mean(-1, keepdim=True)
+    gain = (x_centred * (y - y_mean)).mean(-1, keepdim=True) / (x_centred.pow(2).mean(-1, keepdim=True) + 1e-8)
+    return (gain * x_centred + y_mean).clamp(0, 1).reshape(layers.shape)
+
+
+def colour_split_row(pairs: torch.Tensor) -> BenchmarkRow:
+    """The :func:`colour_split_outputs` oracle's row: the ratio that moving brightness and colour
+    alone reaches on these pairs."""
+    return score_outputs(COLOUR_SPLIT, pairs, colour_split_outputs, batch_size=8)
 
 
 def identity_row(pairs: torch.Tensor, chunk: int = 8) -> BenchmarkRow:
@@ -225,7 +272,7 @@ def paired_difference(candidate: BenchmarkRow, reference: BenchmarkRow) -> tuple
 
 def _model_rows(rows: Sequence[BenchmarkRow]) -> list[BenchmarkRow]:
     """The rows of trained models with per-pair losses (not the identity or untrained rows)."""
-    return [r for r in rows if r.pair_losses and r.name != "identity baseline" and not r.name.startswith("untrained")]
+    return [r for r in rows if r.pair_losses and r.name not in ("identity baseline", COLOUR_SPLIT) and not r.name.startswith("untrained")]
 
 
 def format_paired(rows: Sequence[BenchmarkRow]) -> str:
@@ -302,10 +349,11 @@ def held_back_benchmark(videos_dir: str | Path, num_pairs: int = 64, photo_pairs
 
 def run_held_back_benchmark(models: Sequence[tuple[str, CentrifugeNet]], videos_dir: str | Path, num_pairs: int = 64, photo_pairs: int = 32,
                             num_frames: int = 32, size: int = 112, seed: int = 0) -> dict[str, list[BenchmarkRow]]:
-    """Table 1 per content kind of :func:`held_back_kinds`: identity, then each model."""
+    """Table 1 per content kind of :func:`held_back_kinds`: identity, the global colour split
+    (:func:`colour_split_outputs`), then each model."""
     results = {}
     for kind, (pairs, groups) in held_back_kinds(videos_dir, num_pairs, photo_pairs, num_frames, size, seed).items():
-        results[kind] = [identity_row(pairs)] + [score_model(model, name, pairs) for name, model in models]
+        results[kind] = [identity_row(pairs), colour_split_row(pairs)] + [score_model(model, name, pairs) for name, model in models]
         for row in results[kind]:
             row.pair_groups = groups
     return results

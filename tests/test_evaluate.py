@@ -107,6 +107,15 @@ def test_ssim_is_one_for_equal_videos_and_falls_with_noise():
     assert torch.allclose(ssim(video, video), torch.ones(2), atol=1e-5)
     noisy = (video + 0.3 * torch.randn_like(video)).clamp(0, 1)
     assert float(ssim(video, noisy).max()) < 0.8
+    # the Gaussian window as a 2-D convolution, the textbook way
+    g = torch.exp(-0.5 * ((torch.arange(7.0) - 3) / 1.5) ** 2)
+    kernel = (g[:, None] * g[None]).div(g.sum() ** 2).view(1, 1, 7, 7)
+    x, y = video.reshape(-1, 1, 24, 24), noisy.reshape(-1, 1, 24, 24)
+    blur = lambda z: torch.nn.functional.conv2d(z, kernel)  # noqa: E731
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    value = ((2 * mx * my + 1e-4) * (2 * sxy + 9e-4)) / ((mx**2 + my**2 + 1e-4) * (sxx + syy + 9e-4))
+    assert torch.allclose(ssim(video, noisy), value.view(2, -1).mean(1), atol=1e-5)
 
 
 def test_other_scene_share_is_blind_to_brightness_and_sees_separation():
@@ -132,7 +141,7 @@ def test_the_ratio_standard_error_follows_the_spread_over_pairs():
 
 
 def test_the_held_back_benchmark_pairs_different_held_back_videos_and_photographs(shared_videos):
-    from centrifuge.evaluate import HELD_BACK_VIDEOS, held_back_benchmark, run_held_back_benchmark, ranks_above_noise
+    from centrifuge.evaluate import COLOUR_SPLIT, HELD_BACK_VIDEOS, held_back_benchmark, run_held_back_benchmark, ranks_above_noise
 
     kinds = held_back_benchmark(shared_videos, num_pairs=6, photo_pairs=3, num_frames=4, size=32)
     assert set(kinds) == {"real", "photographs"}
@@ -140,7 +149,8 @@ def test_the_held_back_benchmark_pairs_different_held_back_videos_and_photograph
     assert all(not torch.equal(p[0], p[1]) for p in kinds["real"])
     torch.manual_seed(0)
     results = run_held_back_benchmark([("tiny", build_model("tiny"))], shared_videos, 6, 3, 4, 32)
-    identity, model = results["real"]
+    identity, split, model = results["real"]
+    assert split.name == COLOUR_SPLIT and 0 < split.ratio < 1 and abs(split.other_detail - 0.5) < 0.03
     assert identity.ratio == 1.0 and model.count == 6 and 0 <= model.worse <= 6 and model.ratio_se > 0
     better = BenchmarkRow("better", 0.5 * model.loss, model.identity, 0, 0, 0, ratio_se=0.01)
     assert ranks_above_noise(better, model) and not ranks_above_noise(model, better)
@@ -149,6 +159,22 @@ def test_the_held_back_benchmark_pairs_different_held_back_videos_and_photograph
     assert len(model.pair_groups) == 6 and model.pair_groups == identity.pair_groups
     assert all(len(set(g.split(" + "))) == 2 and set(g.split(" + ")) <= stems for g in model.pair_groups)
     assert results["photographs"][1].pair_groups == []
+
+
+def test_the_colour_split_oracle_takes_out_a_flat_layer_but_not_a_textured_one(shared_videos):
+    """A layer of one colour is a global colour transform away from the blend, so the oracle
+    recovers both layers; two scenes are not, so it keeps both scenes' detail in each output."""
+    from centrifuge.evaluate import colour_split_outputs, colour_split_row, held_back_benchmark, other_scene_share
+
+    scenes = held_back_benchmark(shared_videos, num_pairs=4, photo_pairs=0, num_frames=4, size=32)["real"]
+    flat = scenes.clone()
+    flat[:, 1] = torch.tensor([0.9, 0.8, 0.3]).view(1, 3, 1, 1, 1)
+    blend = flat.mean(1)
+    recovered = colour_split_outputs(blend, flat)
+    assert (recovered - flat).abs().max() < 1e-4
+    outputs = colour_split_outputs(scenes.mean(1), scenes)
+    assert abs(float(other_scene_share(outputs, scenes).mean()) - 0.5) < 0.03
+    assert colour_split_row(flat).ratio < 0.01 and 0.5 < colour_split_row(scenes).ratio < 1
 
 
 def test_the_ratio_by_group_shows_where_a_headline_ratio_comes_from():
