@@ -149,8 +149,9 @@ def test_the_held_back_benchmark_pairs_different_held_back_videos_and_photograph
     assert all(not torch.equal(p[0], p[1]) for p in kinds["real"])
     torch.manual_seed(0)
     results = run_held_back_benchmark([("tiny", build_model("tiny"))], shared_videos, 6, 3, 4, 32)
-    identity, split, model = results["real"]
+    identity, split, local, model = results["real"]
     assert split.name == COLOUR_SPLIT and 0 < split.ratio < 1 and abs(split.other_detail - 0.5) < 0.03
+    assert local.ratio < split.ratio and local.other_detail < split.other_detail  # deciding per tile separates some
     assert identity.ratio == 1.0 and model.count == 6 and 0 <= model.worse <= 6 and model.ratio_se > 0
     better = BenchmarkRow("better", 0.5 * model.loss, model.identity, 0, 0, 0, ratio_se=0.01)
     assert ranks_above_noise(better, model) and not ranks_above_noise(model, better)
@@ -164,7 +165,7 @@ def test_the_held_back_benchmark_pairs_different_held_back_videos_and_photograph
 def test_the_colour_split_oracle_takes_out_a_flat_layer_but_not_a_textured_one(shared_videos):
     """A layer of one colour is a global colour transform away from the blend, so the oracle
     recovers both layers; two scenes are not, so it keeps both scenes' detail in each output."""
-    from centrifuge.evaluate import colour_split_outputs, colour_split_row, held_back_benchmark, other_scene_share
+    from centrifuge.evaluate import colour_split_outputs, colour_split_rows, held_back_benchmark, other_scene_share
 
     scenes = held_back_benchmark(shared_videos, num_pairs=4, photo_pairs=0, num_frames=4, size=32)["real"]
     flat = scenes.clone()
@@ -174,7 +175,12 @@ def test_the_colour_split_oracle_takes_out_a_flat_layer_but_not_a_textured_one(s
     assert (recovered - flat).abs().max() < 1e-4
     outputs = colour_split_outputs(scenes.mean(1), scenes)
     assert abs(float(other_scene_share(outputs, scenes).mean()) - 0.5) < 0.03
-    assert colour_split_row(flat).ratio < 0.01 and 0.5 < colour_split_row(scenes).ratio < 1
+    assert colour_split_rows(flat)[0].ratio < 0.01 and 0.5 < colour_split_rows(scenes)[0].ratio < 1
+    # per tile, on a frame whose size the tiles do not divide: a layer flat on its left half only
+    half = scenes[:1, :, :, :, :30, :30].clone()
+    half[:, 1, :, :, :, :15] = 0.4
+    outputs = colour_split_outputs(half.mean(1), half, tiles=2)
+    assert (outputs - half)[..., :15].abs().max() < 1e-4 and (outputs - half)[..., 15:].abs().mean() > 0.02
 
 
 def test_the_ratio_by_group_shows_where_a_headline_ratio_comes_from():
