@@ -192,6 +192,7 @@ def score_outputs(name: str, pairs: torch.Tensor, predict, batch_size: int = 2, 
 
 COLOUR_SPLIT = "colour split per clip (oracle)"
 LOCAL_SPLIT_TILES = 4  # per side: 28-px tiles at the benchmark's 112 px
+LOCAL_SPLIT = f"colour split per {LOCAL_SPLIT_TILES}x{LOCAL_SPLIT_TILES} tiles (oracle)"
 
 
 def colour_split_outputs(blend: torch.Tensor, layers: torch.Tensor, tiles: int = 1) -> torch.Tensor:
@@ -233,9 +234,6 @@ def colour_split_rows(pairs: torch.Tensor) -> list[BenchmarkRow]:
     local = lambda blend, layers: colour_split_outputs(blend, layers, LOCAL_SPLIT_TILES)  # noqa: E731
     return [score_outputs(COLOUR_SPLIT, pairs, colour_split_outputs, batch_size=8),
             score_outputs(LOCAL_SPLIT, pairs, local, batch_size=8)]
-
-
-LOCAL_SPLIT = f"colour split per {LOCAL_SPLIT_TILES}x{LOCAL_SPLIT_TILES} tiles (oracle)"
 
 
 def identity_row(pairs: torch.Tensor, chunk: int = 8) -> BenchmarkRow:

@@ -176,7 +176,7 @@ def test_the_colour_split_oracle_takes_out_a_flat_layer_but_not_a_textured_one(s
     outputs = colour_split_outputs(scenes.mean(1), scenes)
     assert abs(float(other_scene_share(outputs, scenes).mean()) - 0.5) < 0.03
     assert colour_split_rows(flat)[0].ratio < 0.01 and 0.5 < colour_split_rows(scenes)[0].ratio < 1
-    # per tile, on a frame whose size the tiles do not divide: a layer flat on its left half only
+    # per tile: a layer flat on its left half only is recovered there and not elsewhere
     half = scenes[:1, :, :, :, :30, :30].clone()
     half[:, 1, :, :, :, :15] = 0.4
     outputs = colour_split_outputs(half.mean(1), half, tiles=2)
