@@ -119,6 +119,24 @@ def test_input_skip_feeds_the_input_itself_to_the_last_decoder_block():
         assert model(torch.rand(1, 3, 5, 20, 28)).shape == (1, model.num_layers, 3, 5, 20, 28)
 
 
+def test_channel_multiple_rounds_every_inner_channel_count_up_and_leaves_the_default_alone():
+    def inner_channels(model):
+        convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))]
+        head = model.predictor.head
+        return {c for m in convs for c in (m.in_channels, m.out_channels)} - {3, head.out_channels}
+
+    plain = build_model("small", width=0.31, output="affine", input_skip=True)
+    assert any(c % 8 for c in inner_channels(plain))  # the bundled scaling has odd counts (5, 79, 159, ...)
+    rounded = build_model("small", width=0.31, output="affine", input_skip=True, channel_multiple=8).eval()
+    assert inner_channels(rounded) and all(c % 8 == 0 for c in inner_channels(rounded))
+    assert rounded.predictor.encoder.endpoint_channels["Mixed_5c"] >= plain.predictor.encoder.endpoint_channels["Mixed_5c"]
+    assert type(rounded.config).from_dict(rounded.config.to_dict()) == rounded.config  # saved beside the weights
+    with torch.no_grad():
+        assert rounded(torch.rand(1, 3, 8, 32, 32)).shape == (1, 4, 3, 8, 32, 32)
+    with pytest.raises(ValueError):
+        build_model("tiny", channel_multiple=0)
+
+
 def test_eval_mode_batchnorm_uses_running_statistics():
     torch.manual_seed(0)
     model = build_model("tiny")

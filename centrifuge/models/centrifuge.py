@@ -53,6 +53,9 @@ class ModelConfig:
             scale it did not beat ``affine`` (docs/results.md).
         input_skip: the decoder's last block also sees the input at full resolution (not in the paper,
             whose finest skip is at stride 2).
+        channel_multiple: scaled channel counts rounded up to a multiple of this (8 for GPU
+            training in bf16, whose tensor cores work in groups of 8 channels; 1 keeps the exact
+            ``width`` scaling that the bundled model was built with).
     """
 
     num_layers: int = 4
@@ -61,6 +64,7 @@ class ModelConfig:
     correction_steps: int = 1
     output: str = "direct"
     input_skip: bool = False
+    channel_multiple: int = 1
 
     def __post_init__(self):
         if self.num_layers < 2:
@@ -73,6 +77,8 @@ class ModelConfig:
             raise ValueError(f"the {self.output} output needs an even number of layers")
         if self.width <= 0 or self.correction_steps < 0:
             raise ValueError("width must be positive and correction_steps non-negative")
+        if self.channel_multiple < 1:
+            raise ValueError("channel_multiple must be at least 1")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -181,13 +187,13 @@ class CentrifugeNet(nn.Module):
         # affine: a gain and 3 offsets per difference; motion: K logits, a gain and 3 offsets per pair
         head = {"symmetric": 3 * n // 2, "affine": 2 * n,
                 "motion": (len(velocity_hypotheses()) + 4) * n // 2}.get(config.output, 3 * n)
-        self.predictor = UNet(3, head, config.final_endpoint, config.width, config.input_skip)
+        self.predictor = UNet(3, head, config.final_endpoint, config.width, config.input_skip, config.channel_multiple)
         if config.output == "motion":
             # The choice among velocities starts as "the one along which the blend stays sharpest"
             # (β·energy); the network's logits are added to it.
             self.energy_scale = nn.Parameter(torch.tensor(MOTION_ENERGY_SCALE))
         # The correctors do not share weights with the predictor (section 3.2).
-        self.correctors = nn.ModuleList(UNet(3 * n, 3 * n, config.final_endpoint, config.width, config.input_skip) for _ in range(config.correction_steps))
+        self.correctors = nn.ModuleList(UNet(3 * n, 3 * n, config.final_endpoint, config.width, config.input_skip, config.channel_multiple) for _ in range(config.correction_steps))
 
     @property
     def num_layers(self) -> int:

@@ -128,8 +128,11 @@ class InceptionModule(nn.Module):
         return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1)
 
 
-def scale_channels(channels: int, width: float) -> int:
-    return max(4, int(round(channels * width)))
+def scale_channels(channels: int, width: float, multiple: int = 1) -> int:
+    """``channels × width`` (at least 4), rounded up to a multiple of ``multiple``: GPU tensor cores
+    take bf16 convolutions in channel groups of 8, and odd counts fall back to slower kernels."""
+    scaled = max(4, int(round(channels * width)))
+    return -(-scaled // multiple) * multiple
 
 
 class I3DEncoder(nn.Module):
@@ -139,9 +142,10 @@ class I3DEncoder(nn.Module):
         in_channels: 3 for RGB; ``3n`` for a corrector that reads n layers.
         final_endpoint: the last endpoint built; nothing deeper is constructed.
         width: channel multiplier (1.0 is the published network).
+        channel_multiple: every scaled channel count is rounded up to a multiple of this.
     """
 
-    def __init__(self, in_channels: int = 3, final_endpoint: str = "Mixed_5c", width: float = 1.0):
+    def __init__(self, in_channels: int = 3, final_endpoint: str = "Mixed_5c", width: float = 1.0, channel_multiple: int = 1):
         super().__init__()
         if final_endpoint not in I3D_LAYERS:
             raise ValueError(f"unknown I3D endpoint {final_endpoint!r}; choose from {list(I3D_LAYERS)}")
@@ -153,14 +157,14 @@ class I3DEncoder(nn.Module):
         for name, spec in I3D_LAYERS.items():
             kind = spec[0]
             if kind == "conv":
-                out = scale_channels(spec[1], width)
+                out = scale_channels(spec[1], width, channel_multiple)
                 module = Unit3D(channels, out, spec[2], spec[3])
                 channels, stride = out, tuple(a * b for a, b in zip(stride, spec[3]))
             elif kind == "pool":
                 module = MaxPool3dSame(spec[1], spec[2])
                 stride = tuple(a * b for a, b in zip(stride, spec[2]))
             else:
-                module = InceptionModule(channels, tuple(scale_channels(c, width) for c in spec[1]))
+                module = InceptionModule(channels, tuple(scale_channels(c, width, channel_multiple) for c in spec[1]))
                 channels = module.out_channels
             self.add_module(name, module)
             self.endpoint_channels[name] = channels

@@ -36,13 +36,13 @@ DECODER_CHANNELS = {"Mixed_4f": 256, "Mixed_3c": 128, "Conv3d_2c_3x3": 64, "Conv
 class UpBlock(nn.Module):
     """Transposed conv (×2 where ``factor`` says) → BN → ReLU, then an optional skip merge."""
 
-    def __init__(self, in_channels: int, out_channels: int, factor: tuple[int, int, int], skip_channels: int = 0):
+    def __init__(self, in_channels: int, out_channels: int, factor: tuple[int, int, int], skip_channels: int = 0, multiple: int = 1):
         super().__init__()
         kernel = tuple(4 if f == 2 else 3 for f in factor)
         self.up = nn.ConvTranspose3d(in_channels, out_channels, kernel, stride=factor, padding=1, bias=False)
         self.up_bn = nn.BatchNorm3d(out_channels)
         if skip_channels:
-            reduced = max(4, out_channels // 2)
+            reduced = -(-max(4, out_channels // 2) // multiple) * multiple
             self.skip = Unit3D(skip_channels, reduced)
             self.merge = Unit3D(out_channels + reduced, out_channels, kernel=(3, 3, 3))
         else:
@@ -63,10 +63,10 @@ class UNet(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, final_endpoint: str = "Mixed_5c", width: float = 1.0,
-                 input_skip: bool = False):
+                 input_skip: bool = False, channel_multiple: int = 1):
         super().__init__()
         self.input_skip = input_skip
-        self.encoder = I3DEncoder(in_channels, final_endpoint, width)
+        self.encoder = I3DEncoder(in_channels, final_endpoint, width, channel_multiple)
         order = list(self.encoder.endpoint_channels)
         depth = order.index(final_endpoint)
         # Deep to shallow; a shallow encoder (Mixed_3c) does not build the deeper skip endpoints at all.
@@ -77,12 +77,12 @@ class UNet(nn.Module):
         for level in levels:
             target = self.encoder.endpoint_stride[level] if level != "input" else (1, 1, 1)
             factor = tuple(s // t for s, t in zip(stride, target))
-            out = scale_channels(DECODER_CHANNELS[level], width)
+            out = scale_channels(DECODER_CHANNELS[level], width, channel_multiple)
             if level == "input":
                 skip_channels = in_channels if input_skip else 0
             else:
                 skip_channels = self.encoder.endpoint_channels[level]
-            blocks.append(UpBlock(channels, out, factor, skip_channels))
+            blocks.append(UpBlock(channels, out, factor, skip_channels, channel_multiple))
             channels, stride = out, target
         self.decoder = nn.ModuleList(blocks)
         self.head = nn.Conv3d(channels, out_channels, kernel_size=3, padding=1)
