@@ -9,6 +9,7 @@ clip, ``separate`` frames/s end to end, decoding frames/s, and peak resident mem
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import resource
@@ -55,15 +56,22 @@ def peak_memory_mib() -> float:
 
 def matmul_gflops(dtype: torch.dtype, device: torch.device, size: int = 2048) -> float:
     """GFLOP/s of a square matrix product; the size shrinks until one product takes under ~1 s."""
+    device = torch.device(device)
+
+    def product() -> None:
+        a @ b
+        if device.type == "cuda":  # kernels run asynchronously: time the work, not its launch
+            torch.cuda.synchronize(device)
+
     while True:
         a = torch.randn(size, size, device=device, dtype=dtype)
         b = torch.randn(size, size, device=device, dtype=dtype)
         started = time.perf_counter()
-        a @ b
+        product()
         if time.perf_counter() - started < 1.0 or size <= 256:
             break
         size //= 2
-    seconds = _best_time(lambda: a @ b)
+    seconds = _best_time(product, repeats=3 if device.type == "cpu" else 10)
     return 2 * size**3 / seconds / 1e9
 
 
@@ -79,14 +87,16 @@ def count_flops(model: torch.nn.Module, clip: torch.Tensor, backward: bool) -> f
     return float(counter.get_total_flops()) / (2 if backward else 1)
 
 
-def training_clips_per_second(model_name: str, batch: int, frames: int, size: int, device: torch.device, optimised: bool, steps: int = 3) -> float:
+def training_clips_per_second(model_name: str | torch.nn.Module, batch: int, frames: int, size: int, device: torch.device, optimised: bool,
+                              steps: int = 3) -> float:
     """Clips/s of the trainer's own step (``train.train_step``: blend, forward, the PIT loss,
-    backward, Adam) on random layer pairs: the loss is part of what a step costs."""
+    backward, Adam) on random layer pairs: the loss is part of what a step costs. ``model_name``
+    may be a built model (a copy is trained, the original is left as it was)."""
     from .config import TrainConfig
     from .train import train_step
 
     torch.manual_seed(0)
-    model = build_model(model_name).to(device).train()
+    model = (copy.deepcopy(model_name) if isinstance(model_name, torch.nn.Module) else build_model(model_name)).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     layers = torch.rand(batch, 2, 3, frames, size, size, device=device)
     alpha = torch.full((batch,), 0.5, device=device)
