@@ -11,6 +11,10 @@ every checkpoint (each minute) and at the end, so that a run cut short still ret
   the paper's predictor) and ``separate`` frames/s at 224p, each with the card it ran on.
 
 ``--smoke`` runs the same path on the CPU at toy sizes in well under two minutes (a CI test).
+
+``--arm`` (set by ``ARMS=...`` in gpu_train.sh, which runs several arms side by side on one GPU):
+only ``model.safetensors`` and ``model.json`` are written, the report going into ``model.json``
+under ``gpu_run``, since at most 8 files come back from the GPU machine.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from centrifuge.bench import count_flops, inference_seconds, matmul_gflops  # noqa: E402
+from centrifuge.bench import count_flops, inference_seconds, matmul_gflops, training_clips_per_second  # noqa: E402
 from centrifuge.config import make_config  # noqa: E402
 from centrifuge.evaluate import HELD_BACK_VIDEOS  # noqa: E402
 from centrifuge.models import build_model  # noqa: E402
@@ -92,6 +96,9 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="the same path on the CPU at toy sizes")
     parser.add_argument("--videos", help="folder with the videos (default: .gpu-data/videos, else ../shared/videos)")
     parser.add_argument("--run-dir", default=os.environ.get("RUN_DIR", "/tmp/centrifuge-gpu-run"))
+    parser.add_argument("--arm", help="one arm of several side by side: the report goes into model.json (see the docstring)")
+    parser.add_argument("--workers", type=int, help="data workers (default: the cores less two, at most 12)")
+    parser.add_argument("--no-inference", action="store_true", help="skip the inference and separate timings at the end")
     args = parser.parse_args()
     started = time.time()
     out, run_dir = Path(args.out), Path(args.run_dir)
@@ -108,40 +115,64 @@ def main() -> int:
     held_back = ",".join(str(find(folder, n)) for n in HELD_BACK_VIDEOS)
     budget = min(args.budget, 25.0) if args.smoke else args.budget
     overrides = MODEL + (SMOKE if args.smoke else GPU) + [f"data={train_files}", f"val_data={held_back}", f"time_budget={budget}"]
-    if not args.smoke:
+    if args.workers:
+        overrides.append(f"workers={args.workers}")
+    elif not args.smoke:
         overrides.append(f"workers={max(1, min(12, (os.cpu_count() or 4) - 2))}")
     overrides += os.environ.get("GPU_SET", "").split()  # e.g. GPU_SET="model.output=symmetric model.input_skip=false"
-    config = make_config("cpu", overrides=overrides)
+    try:
+        config = make_config("cpu", overrides=overrides)
+        model = build_model(config.model, **config.model_overrides).to(device)
+    except (ValueError, KeyError, TypeError) as e:  # an override that does not make a model
+        raise SystemExit(f"gpu_train{' ' + args.arm if args.arm else ''}: {e}") from None
 
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    model = build_model(config.model, **config.model_overrides).to(device)
     clip = torch.rand(2, 3, config.num_frames, config.crop_size, config.crop_size, device=device)
     flops_per_clip = count_flops(model.train(), clip[:1], True)
+    # The model's step alone (random layers, no data path): against clips_per_s below it says
+    # whether the data or the network bounds a step.
+    step_only = training_clips_per_second(model, config.batch_size, config.num_frames, config.crop_size, device, optimised=True)
     del model
     peak = matmul_gflops(torch.bfloat16, device, size=8192 if device.type == "cuda" else 1024) * 1e9
     report = {"card": card, "torch": torch.__version__, "device": str(device), "budget_s": budget, "config": config.to_dict(),
-              "training_flops_per_clip": flops_per_clip, "bf16_matmul_peak_tflops": peak / 1e12}
+              "arm": args.arm, "training_flops_per_clip": flops_per_clip, "bf16_matmul_peak_tflops": peak / 1e12,
+              "model_step_only_clips_per_s": step_only, "model_step_only_tflops": step_only * flops_per_clip / 1e12}
+    print(f"{args.arm or 'run'}: {flops_per_clip / 1e9:.1f} GFLOP per training clip; the model's step alone {step_only:.0f} clips/s "
+          f"({step_only * flops_per_clip / 1e12:.1f} TFLOP/s); bf16 matrix product {peak / 1e12:.0f} TFLOP/s", flush=True)
 
-    def on_checkpoint(path: Path, progress: dict) -> None:
+    def publish(report: dict) -> None:
+        """The model of the latest checkpoint and the report, each replaced whole (a cut-off run
+        leaves the last complete pair)."""
         tmp = out / "model-next.safetensors"
-        export_model(run_dir, tmp)
+        export_model(run_dir, tmp, extra={"gpu_run": report} if args.arm else None)
         os.replace(tmp.with_suffix(".json"), out / "model.json")
         os.replace(tmp, out / "model.safetensors")
-        for extra in (tmp.with_suffix(".training_files.json"),):
-            if extra.exists():
+        extra = tmp.with_suffix(".training_files.json")
+        if extra.exists():
+            if args.arm:
+                extra.unlink()
+            else:
                 os.replace(extra, out / "model.training_files.json")
+        if not args.arm:
+            write_json(out / "run.json", report)
+
+    def on_checkpoint(path: Path, progress: dict) -> None:
         achieved = progress["clips_per_s"] * flops_per_clip
         report.update({"step": progress["step"], "train_seconds": progress["train_seconds"], "clips_per_s": progress["clips_per_s"],
                        "achieved_tflops": achieved / 1e12, "share_of_bf16_peak": achieved / peak,
                        "data_wait_share": progress["data_wait_share"], "validation": progress["validation"],
                        "loss_curve": loss_curve(run_dir), "wall_s": time.time() - started})
-        write_json(out / "run.json", report)
-        print(f"[{time.time() - started:5.0f}s] step {progress['step']}: {progress['clips_per_s']:.0f} clips/s, "
+        publish(report)
+        print(f"[{time.time() - started:5.0f}s] {args.arm + ' ' if args.arm else ''}step {progress['step']}: {progress['clips_per_s']:.0f} clips/s, "
               f"{achieved / 1e12:.1f} TFLOP/s ({100 * achieved / peak:.1f}% of the bf16 peak), "
               f"data wait {100 * progress['data_wait_share']:.1f}%", flush=True)
 
     result = train(config, run_dir, device=str(device), progress=False, on_checkpoint=on_checkpoint)
     report["final_step"] = result.step
+    if args.no_inference:
+        report["wall_s"] = time.time() - started
+        publish(report)
+        return 0
 
     # Inference per 64x224x224 clip on this card: the trained model and the paper's predictor (4 layers).
     frames, size = (8, 32) if args.smoke else (64, 224)
@@ -157,8 +188,8 @@ def main() -> int:
     except ImportError as e:  # no PyAV
         report["separate_frames_per_s_224p"] = f"not measured: {e}"
     report["wall_s"] = time.time() - started
-    write_json(out / "run.json", report)
-    print(json.dumps({k: report[k] for k in ("card", "final_step", "clips_per_s", "achieved_tflops", "share_of_bf16_peak",
+    publish(report)
+    print(json.dumps({k: report[k] for k in ("arm", "card", "final_step", "clips_per_s", "achieved_tflops", "share_of_bf16_peak",
                                               "data_wait_share", "inference", "separate_frames_per_s_224p", "wall_s") if k in report},
                      indent=1, default=str))
     return 0

@@ -230,3 +230,29 @@ def test_the_gpu_script_smoke_run_trains_and_returns_a_model_on_the_cpu(tmp_path
     assert next(model.net.parameters()).dtype == torch.float32  # the fp16 file loads for inference in fp32
     assert (config.width, config.output, config.input_skip) == (0.31, "affine", True)  # the candidate, not the CPU preset's model
     assert json.loads((tmp_path / "out" / "model.json").read_text())["dtype"] == "float16"
+
+
+def test_the_gpu_script_runs_arms_side_by_side_each_returning_a_model_with_its_report(tmp_path):
+    """``ARMS=...`` trains several configurations at once on the one GPU; each arm returns two files
+    (the limit on files coming back is 8), its report inside ``model.json``. An arm whose settings
+    make no model fails the command in one line."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**ENV, "SMOKE": "1", "BUDGET": "6", "PYTHON": sys.executable, "RUN_ROOT": str(tmp_path / "runs"),
+           "ARMS": "rounded:model.channel_multiple=8;direct:model.output=direct model.input_skip=false"}
+    result = subprocess.run(["bash", str(root / "scripts" / "gpu_train.sh"), str(tmp_path / "out")], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()) == [
+        "direct/model.json", "direct/model.safetensors", "rounded/model.json", "rounded/model.safetensors"]
+    from centrifuge.separate import Centrifuge
+
+    for arm, (output, multiple) in {"rounded": ("affine", 8), "direct": ("direct", 1)}.items():
+        report = json.loads((tmp_path / "out" / arm / "model.json").read_text())["gpu_run"]
+        assert report["arm"] == arm and report["final_step"] > 0 and report["model_step_only_clips_per_s"] > 0
+        config = Centrifuge.from_pretrained(str(tmp_path / "out" / arm / "model.safetensors"), device="cpu").net.config
+        assert (config.output, config.channel_multiple) == (output, multiple)
+    assert "inference" in json.loads((tmp_path / "out" / "rounded" / "model.json").read_text())["gpu_run"]  # the first arm times it
+
+    bad = subprocess.run(["bash", str(root / "scripts" / "gpu_train.sh"), str(tmp_path / "bad")], capture_output=True, text=True,
+                         env={**env, "ARMS": "bad:model.width=-1"}, timeout=120)
+    assert bad.returncode != 0 and "Traceback" not in bad.stdout + bad.stderr and "width must be positive" in bad.stdout
