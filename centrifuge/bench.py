@@ -87,11 +87,10 @@ def count_flops(model: torch.nn.Module, clip: torch.Tensor, backward: bool) -> f
     return float(counter.get_total_flops()) / (2 if backward else 1)
 
 
-def training_clips_per_second(model_name: str | torch.nn.Module, batch: int, frames: int, size: int, device: torch.device, optimised: bool,
-                              steps: int = 3) -> float:
-    """Clips/s of the trainer's own step (``train.train_step``: blend, forward, the PIT loss,
-    backward, Adam) on random layer pairs: the loss is part of what a step costs. ``model_name``
-    may be a built model (a copy is trained, the original is left as it was)."""
+def _training_step(model_name: str | torch.nn.Module, batch: int, frames: int, size: int, device: torch.device,
+                   optimised: bool) -> Callable[[], None]:
+    """One step of the trainer (``train.train_step``: blend, forward, the PIT loss, backward, Adam)
+    on random layer pairs, for a copy of the model (or a model built by name)."""
     from .config import TrainConfig
     from .train import train_step
 
@@ -110,7 +109,28 @@ def training_clips_per_second(model_name: str | torch.nn.Module, batch: int, fra
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    return batch / _best_time(step, repeats=steps)
+    return step
+
+
+def training_clips_per_second(model_name: str | torch.nn.Module, batch: int, frames: int, size: int, device: torch.device, optimised: bool,
+                              steps: int = 3) -> float:
+    """Clips/s of the trainer's own step on random layer pairs: the loss is part of what a step
+    costs. ``model_name`` may be a built model (a copy is trained, the original is left as it was)."""
+    return batch / _best_time(_training_step(model_name, batch, frames, size, device, optimised), repeats=steps)
+
+
+def training_step_profile(model: str | torch.nn.Module, batch: int, frames: int, size: int, device: torch.device, rows: int = 25) -> list[str]:
+    """Where one optimised training step spends its time: PyTorch's profiler table of the ``rows``
+    operators with the most self time on the device (CPU time on the CPU), as lines of text."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = _training_step(model, batch, frames, size, device, optimised=True)
+    step()  # warm-up: cuDNN's algorithm search is not the step
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows).splitlines()
 
 
 def inference_seconds(model: torch.nn.Module, frames: int, size: int, device: torch.device, optimised: bool) -> float:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from centrifuge.bench import count_flops, inference_seconds, matmul_gflops, training_clips_per_second  # noqa: E402
+from centrifuge.bench import count_flops, inference_seconds, matmul_gflops, training_clips_per_second, training_step_profile  # noqa: E402
 from centrifuge.config import make_config  # noqa: E402
 from centrifuge.evaluate import HELD_BACK_VIDEOS  # noqa: E402
 from centrifuge.models import build_model  # noqa: E402
@@ -132,11 +132,13 @@ def main() -> int:
     # The model's step alone (random layers, no data path): against clips_per_s below it says
     # whether the data or the network bounds a step.
     step_only = training_clips_per_second(model, config.batch_size, config.num_frames, config.crop_size, device, optimised=True)
+    step_profile = training_step_profile(model, config.batch_size, config.num_frames, config.crop_size, device)
     del model
     peak = matmul_gflops(torch.bfloat16, device, size=8192 if device.type == "cuda" else 1024) * 1e9
     report = {"card": card, "torch": torch.__version__, "device": str(device), "budget_s": budget, "config": config.to_dict(),
               "arm": args.arm, "training_flops_per_clip": flops_per_clip, "bf16_matmul_peak_tflops": peak / 1e12,
-              "model_step_only_clips_per_s": step_only, "model_step_only_tflops": step_only * flops_per_clip / 1e12}
+              "model_step_only_clips_per_s": step_only, "model_step_only_tflops": step_only * flops_per_clip / 1e12,
+              "model_step_profile": step_profile}
     print(f"{args.arm or 'run'}: {flops_per_clip / 1e9:.1f} GFLOP per training clip; the model's step alone {step_only:.0f} clips/s "
           f"({step_only * flops_per_clip / 1e12:.1f} TFLOP/s); bf16 matrix product {peak / 1e12:.0f} TFLOP/s", flush=True)
 

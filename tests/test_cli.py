@@ -249,6 +249,7 @@ def test_the_gpu_script_runs_arms_side_by_side_each_returning_a_model_with_its_r
     for arm, (output, multiple) in {"rounded": ("affine", 8), "direct": ("direct", 1)}.items():
         report = json.loads((tmp_path / "out" / arm / "model.json").read_text())["gpu_run"]
         assert report["arm"] == arm and report["final_step"] > 0 and report["model_step_only_clips_per_s"] > 0
+        assert any("convolution" in line for line in report["model_step_profile"])  # where a step's time goes, by operator
         config = Centrifuge.from_pretrained(str(tmp_path / "out" / arm / "model.safetensors"), device="cpu").net.config
         assert (config.output, config.channel_multiple) == (output, multiple)
     assert "inference" in json.loads((tmp_path / "out" / "rounded" / "model.json").read_text())["gpu_run"]  # the first arm times it
