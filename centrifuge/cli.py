@@ -118,7 +118,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="which clips are drawn (default: %(default)s)")
     p.add_argument("--experiment", choices=list(EXPERIMENTS), default="table1", help="which experiment (default: %(default)s)")
     p.add_argument("--plot", help="colors/frozen: a bar chart PNG; diversity: the image grid of the most diverse examples; "
-                                  "--benchmark: four held-back real blends with each model's layers")
+                                  "--benchmark: four held-back real blends with each model's layers; table1: the first four blends likewise")
     p.add_argument("--untrained", metavar="CONFIG", help="table1: add a row for a freshly initialised model of this config (e.g. small)")
     p.add_argument("--classifier", help="recognition: a classifier .safetensors from `centrifuge train-classifier`")
     p.add_argument("--json", help="also write the results as JSON to this file")
@@ -169,6 +169,8 @@ def _run_evaluate(args) -> int:
     if args.plot and args.experiment in ("colors", "frozen"):
         ev.plot_rows(rows, args.plot, f"{models[0][0]}: {args.experiment}")
     print(text)
+    if args.plot and args.experiment == "table1":  # the first four pairs and each model's layers, to look at
+        print(f"wrote {ev.plot_separations(models, ev.benchmark_pairs(args.data, min(4, args.pairs), args.frames, args.size, args.seed), args.plot)}")
     if args.json:
         ev.write_json(args.json, rows, settings)
     return 0

@@ -108,6 +108,9 @@ def test_recognition_and_table_experiments_from_the_command_line(tmp_path, share
     layers = run_cli("evaluate", "--experiment", "layers", *common)
     assert layers.returncode == 0, layers.stderr
     assert layers.stdout.splitlines()[1].split()[0] == "4"  # the bundled model: 4 layers, no corrector
+    table = run_cli("evaluate", "--plot", str(tmp_path / "table1.png"), *common)  # Table 1 with its blends to look at
+    assert table.returncode == 0, table.stderr
+    assert "wrote" in table.stdout and (tmp_path / "table1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_writes_the_report_folder(tmp_path):
@@ -257,3 +260,25 @@ def test_the_gpu_script_runs_arms_side_by_side_each_returning_a_model_with_its_r
     bad = subprocess.run(["bash", str(root / "scripts" / "gpu_train.sh"), str(tmp_path / "bad")], capture_output=True, text=True,
                          env={**env, "ARMS": "bad:model.width=-1"}, timeout=120)
     assert bad.returncode != 0 and "Traceback" not in bad.stdout + bad.stderr and "width must be positive" in bad.stdout
+
+
+def test_the_planned_gpu_arms_build_and_each_candidate_fits_a_file_that_comes_back():
+    """``scripts/gpu_recipes.sh`` is the next GPU call: every arm must make a model from the GPU
+    run's settings, and an arm meant as a candidate must fit the 16 MiB a returned file may have."""
+    import importlib.util
+
+    from centrifuge.config import make_config
+    from centrifuge.models import build_model
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("gpu_train", root / "scripts" / "gpu_train.py")
+    gpu_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_train)
+    printed = subprocess.run(["bash", str(root / "scripts" / "gpu_recipes.sh"), "--print-arms"], capture_output=True, text=True, check=True)
+    arms = dict(arm.split(":", 1) for arm in printed.stdout.strip().split(";"))
+    assert 1 <= len(arms) <= 3
+    for name, overrides in arms.items():
+        config = make_config("cpu", overrides=gpu_train.MODEL + gpu_train.GPU + overrides.split())
+        model = build_model(config.model, **config.model_overrides)
+        megabytes = sum(t.numel() * 2 for t in model.state_dict().values() if t.is_floating_point()) / 2**20
+        assert name == "paper" or megabytes < 15.5, (name, megabytes)
