@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 
@@ -143,6 +144,17 @@ def test_a_non_finite_loss_skips_the_step_and_leaves_parameters_unchanged():
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     assert not optimizer.state  # Adam took no step
+
+
+def test_one_non_finite_gradient_under_a_finite_loss_skips_the_step_and_names_the_parameter():
+    model = _tiny_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    name, parameter = next(iter(model.named_parameters()))
+    before = parameter.detach().clone()
+    parameter.register_hook(lambda grad: grad.index_fill(0, torch.tensor([0]), float("inf")))
+    outcome = train_step(model, optimizer, torch.rand(2, 2, 3, 8, 32, 32), torch.full((2,), 0.5), quick_config(), None)
+    assert math.isfinite(outcome.objective) and not outcome.applied and name in outcome.problem
+    assert torch.equal(parameter.detach(), before) and not optimizer.state
 
 
 def poison_training_losses(monkeypatch, bad) -> None:
