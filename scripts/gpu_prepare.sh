@@ -18,6 +18,9 @@ fi
 cp "$VIDEOS"/bigbuckbunny.mp4 "$VIDEOS"/box.mp4 "$VIDEOS"/tree.avi .gpu-data/videos/train/
 cp "$VIDEOS"/bikes.mp4 "$VIDEOS"/carphone_pristine.mp4 "$VIDEOS"/cup.mp4 .gpu-data/videos/held-back/
 CACHE=${CENTRIFUGE_CACHE:-$HOME/.cache/centrifuge}
+if [ ! -f "$CACHE/photos/manifest.json" ]; then
+  make photos >/dev/null || echo "make photos failed: the GPU run will use scikit-image's photographs only" >&2
+fi
 if [ -f "$CACHE/photos/manifest.json" ]; then
   rm -rf .gpu-data/cache/photos && cp -r "$CACHE/photos" .gpu-data/cache/photos
 else
