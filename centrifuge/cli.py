@@ -122,6 +122,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--untrained", metavar="CONFIG", help="table1: add a row for a freshly initialised model of this config (e.g. small)")
     p.add_argument("--classifier", help="recognition: a classifier .safetensors from `centrifuge train-classifier`")
     p.add_argument("--json", help="also write the results as JSON to this file")
+    p.add_argument("--calibrate", type=int, default=0, metavar="CLIPS",
+                   help="first re-estimate each model's BatchNorm statistics on CLIPS clips of its own training mix at the "
+                        "scored size (--frames, --size): for models trained at another size (default: off; nothing is written)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.set_defaults(func=_run_evaluate)
 
@@ -133,7 +136,11 @@ def _run_evaluate(args) -> int:
     names = args.models or [None]
     if args.benchmark is None and not args.data:
         raise UserError("evaluate needs --data (held-back videos, synthetic or synthetic-classes) or --benchmark held-back")
+    if args.calibrate < 0:
+        raise UserError(f"--calibrate needs a positive clip count, got {args.calibrate}")
     models = [(str(name or "bundled default"), Centrifuge.from_pretrained(name, device=args.device).net) for name in names]
+    if args.calibrate:
+        models = _calibrated(names, models, args)
     settings = {k: v for k, v in vars(args).items() if k != "func"}
     if args.benchmark:
         return _run_held_back(args, names, models, settings)
@@ -174,6 +181,24 @@ def _run_evaluate(args) -> int:
     if args.json:
         ev.write_json(args.json, rows, settings)
     return 0
+
+
+def _calibrated(names, models, args) -> list:
+    """Each model with its BatchNorm statistics re-estimated at the scored size (a copy; the
+    model's files are not touched). A model whose training data cannot be read is one line."""
+    from .calibrate import Calibration
+    from .separate import model_path
+    from .train import TrainingError, load_calibrated_model
+
+    calibration = Calibration(args.calibrate, args.frames, args.size)
+    calibrated = []
+    for name, (label, net) in zip(names, models):
+        try:
+            net = load_calibrated_model(model_path(name), calibration, device=next(net.parameters()).device)
+        except TrainingError as e:
+            raise UserError(str(e)) from None
+        calibrated.append((f"{label} (BN at {args.frames}x{args.size})", net))
+    return calibrated
 
 
 def _warn_about_overlap(names, data_specs: list[str] | str) -> None:

@@ -53,6 +53,18 @@ def available_models() -> list[str]:
     return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
 
 
+def model_path(name_or_path: str | os.PathLike | None = None) -> Path:
+    """The file or folder a model name stands for: a bundled model's ``.safetensors`` (``None``: the
+    default), else the path as given, which must exist."""
+    name_or_path = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
+    bundled = PRETRAINED_DIR / f"{name_or_path}.safetensors"
+    path = bundled if bundled.exists() else Path(name_or_path)
+    if not path.exists():
+        known = ", ".join(available_models()) or "none"
+        raise SeparationError(f"{name_or_path}: no such model file or folder (bundled models: {known})")
+    return path
+
+
 class Centrifuge:
     """A trained centrifuge network, ready to separate videos.
 
@@ -79,11 +91,7 @@ class Centrifuge:
         from .train import TrainingError, load_trained_model
 
         name_or_path = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
-        bundled = PRETRAINED_DIR / f"{name_or_path}.safetensors"
-        path = bundled if bundled.exists() else Path(name_or_path)
-        if not path.exists():
-            known = ", ".join(available_models()) or "none"
-            raise SeparationError(f"{name_or_path}: no such model file or folder (bundled models: {known})")
+        path = model_path(name_or_path)
         try:
             net = load_trained_model(path, device=resolve_device(device))
         except (CheckpointError, TrainingError, KeyError, RuntimeError) as e:

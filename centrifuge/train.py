@@ -758,13 +758,7 @@ def export_model(source: str | os.PathLike, destination: str | os.PathLike, half
     if destination.suffix != ".safetensors":
         raise TrainingError(f"{destination}: the exported model must be a .safetensors file")
     model = load_trained_model(source)
-    checkpoint = latest_valid_checkpoint(source / "checkpoints") if (source / "checkpoints").is_dir() else source
-    if checkpoint is not None and checkpoint.is_dir():
-        meta = read_meta(checkpoint)
-    elif source.suffix == ".safetensors":
-        meta = json.loads(source.with_suffix(".json").read_text())
-    else:
-        meta = {}
+    meta = _source_meta(source)
     if calibration is not None:
         extra = {**(extra or {}), "batchnorm_calibration": _calibrate(model, meta.get("train_config"), calibration, source)}
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
@@ -779,6 +773,26 @@ def export_model(source: str | os.PathLike, destination: str | os.PathLike, half
     if record.is_file():  # what it trained on travels with the model (evaluate warns on overlap)
         destination.with_suffix(".training_files.json").write_text(record.read_text())
     return destination
+
+
+def _source_meta(source: Path) -> dict:
+    """What a run folder, checkpoint folder or exported ``.safetensors`` records about its model."""
+    checkpoint = latest_valid_checkpoint(source / "checkpoints") if (source / "checkpoints").is_dir() else source
+    if checkpoint is not None and checkpoint.is_dir():
+        return read_meta(checkpoint)
+    if source.suffix == ".safetensors":
+        return json.loads(source.with_suffix(".json").read_text())
+    return {}
+
+
+def load_calibrated_model(source: str | os.PathLike, calibration: "Calibration", device: str | torch.device = "cpu") -> CentrifugeNet:
+    """A trained model with its BatchNorm statistics re-estimated on its own training mix at the
+    calibration's size (:mod:`centrifuge.calibrate`): to score a model at a size it did not train
+    at. Nothing is written; the source is left as it was."""
+    source = Path(source)
+    model = load_trained_model(source)
+    _calibrate(model, _source_meta(source).get("train_config"), calibration, source)
+    return model.to(device).eval()
 
 
 def _calibrate(model: CentrifugeNet, train_config: dict | None, calibration: "Calibration", source: Path) -> dict:

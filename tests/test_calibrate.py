@@ -55,6 +55,26 @@ def test_export_with_calibration_changes_only_the_statistics_and_says_so(tmp_pat
     assert model(torch.rand(1, 3, 8, 48, 48)).shape[1] == model.num_layers
 
 
+def test_evaluate_calibrate_scores_the_same_model_as_a_calibrated_export_and_writes_nothing(tmp_path, capsys):
+    """``evaluate --calibrate N`` re-estimates the statistics at the scored size in memory: its row
+    equals that of ``export --calibrate N`` at that size, and the run folder is left as it was."""
+    config = make_config("tiny", overrides=["steps=2", "batch_size=2", "workers=0", "val_every=1000", "val_clips=2", "checkpoint_every=2"])
+    run = tmp_path / "run"
+    train(config, run, progress=False)
+    files_before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    exported = tmp_path / "calibrated.safetensors"
+    assert main(["export", str(run), str(exported), "--fp32", "--calibrate", "4", "--calibrate-shape", "8x48"]) == 0
+    common = ["--data", "synthetic", "--pairs", "2", "--frames", "8", "--size", "48"]
+    assert main(["evaluate", str(run), str(exported), *common, "--calibrate", "4", "--json", str(tmp_path / "a.json")]) == 0
+    assert main(["evaluate", str(run), str(exported), *common, "--json", str(tmp_path / "b.json")]) == 0
+    with_calibration = {r["name"]: r["loss"] for r in json.loads((tmp_path / "a.json").read_text())["rows"]}
+    as_saved = {r["name"]: r["loss"] for r in json.loads((tmp_path / "b.json").read_text())["rows"]}
+    assert with_calibration[f"{run} (BN at 8x48)"] == pytest.approx(as_saved[str(exported)], rel=1e-4)
+    assert as_saved[str(run)] != pytest.approx(as_saved[str(exported)], rel=1e-4)  # the statistics matter here
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files_before
+    assert main(["evaluate", str(run), *common, "--calibrate", "-1"]) != 0 and "--calibrate" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("shape", ["32", "0x112", "ax112"])
 def test_a_bad_calibration_shape_is_one_line_and_writes_nothing(tmp_path, capsys, shape):
     config = make_config("tiny", overrides=["steps=1", "batch_size=2", "workers=0", "val_every=1000", "val_clips=2", "checkpoint_every=1"])
