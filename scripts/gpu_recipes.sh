@@ -4,9 +4,9 @@
 # landed on the same plateau. Prepare with scripts/gpu_prepare.sh, then:
 #   device run, carry [".whl", ".gpu-data"], timeout ~590:  bash scripts/gpu_recipes.sh $OUT
 # affine8: the candidate with channel counts in multiples of 8 (is the step faster on tensor cores?);
-# ordered8: the same with the faster layer first in half the loss (ordered_weight=0.5): from scratch on
-#           the CPU, level overall and the only recipe below the colour-split oracle on two textured
-#           scenes once its BatchNorm statistics fit (docs/results.md, "fixed order, rescored");
+# ordered8: the same with the faster layer first in half the loss (ordered_weight=0.5): on the CPU it
+#           trades a small gain on two textured scenes for a loss on the cup pairs, breaking even
+#           only in the longest run (docs/results.md, "fixed order, rescored"): do more steps help?
 # paper: the paper's predictor at full width (capacity; its 68 MiB of weights do not come back,
 #        its report in paper/model.json does).
 #   bash scripts/gpu_recipes.sh --print-arms   prints the arms (a test checks that each builds).
