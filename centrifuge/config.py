@@ -26,6 +26,8 @@ class TrainConfig:
             paper; 0 is the paper's loss).
         ordered_contrast: with ``ordered_weight``, clips whose layers' speeds differ less than this
             (``losses.speed_contrast``: 0 same speed, 1 one layer still) keep Eq. 2 alone.
+        exclusion_weight: weight of the gradient exclusion term between matched outputs
+            (``losses.exclusion_loss``; not in the paper): penalises an edge in both layers.
         lr_milestones / lr_values: piecewise-constant learning rate: ``lr_values[i]`` from step
             ``lr_milestones[i]`` on.
         precision: ``auto`` (bf16 autocast where the hardware has fast bf16, else fp32), ``fp32``, ``bf16``.
@@ -79,6 +81,7 @@ class TrainConfig:
     diversity_weight: float = 0.0
     ordered_weight: float = 0.0
     ordered_contrast: float = 0.0
+    exclusion_weight: float = 0.0
     grad_clip: float | None = 5.0
     precision: str = "auto"
     workers: int = 2

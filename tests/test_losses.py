@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from centrifuge.losses import (
+    exclusion_loss,
     best_assignment,
     diversity,
     identity_outputs,
@@ -208,3 +209,45 @@ def test_ordered_contrast_orders_only_the_clips_whose_speeds_clearly_differ():
     assert outputs.grad[0].abs().sum() > 0 and outputs.grad[1].abs().sum() == 0
     with pytest.raises(ValueError, match="ordered_contrast"):
         pit_loss(outputs, targets, ordered_weight=1.0, ordered_contrast=1.0)
+
+
+def _stripes(axis: int, period: int = 16, shape=(1, 3, 2, 64, 64)) -> torch.Tensor:
+    """Bars across one spatial axis (-1: vertical bars, -2: horizontal), values 0.25 / 0.75."""
+    index = torch.arange(shape[axis]) // (period // 2) % 2
+    view = [1] * len(shape)
+    view[axis] = shape[axis]
+    return (0.25 + 0.5 * index.float()).view(view).expand(shape).clone()
+
+
+def test_exclusion_is_zero_for_disjoint_edges_and_high_for_shared_ones():
+    left, top = _stripes(-1), _stripes(-2)
+    flat = torch.full_like(left, 0.5)
+    assert float(exclusion_loss(left, flat)) < 1e-5
+    # vertical bars have only x edges, horizontal bars only y edges: nowhere an edge in both
+    assert float(exclusion_loss(left, top)) < 1e-5
+    blend = (left + top) / 2
+    shared = float(exclusion_loss(0.7 * blend, 1.3 * blend))  # a darker and a lighter copy
+    assert shared > 0.9
+    assert float(exclusion_loss(left, blend)) == pytest.approx(float(exclusion_loss(blend, left)))
+    # a fainter copy scores nearly the same: the term is a correlation, not a product
+    assert float(exclusion_loss(0.3 * blend, 1.3 * blend)) > 0.9
+
+
+def test_exclusion_weight_adds_the_term_between_matched_outputs_and_its_gradient_separates_edges():
+    left, top = _stripes(-1), _stripes(-2)
+    targets = torch.stack([left, top], dim=1)  # (1, 2, C, T, H, W)
+    blend = targets.mean(dim=1)
+    outputs = torch.stack([0.8 * blend, 1.2 * blend], dim=1).requires_grad_(True)
+    plain = pit_loss(outputs, targets).loss
+    weighted = pit_loss(outputs, targets, exclusion_weight=2.0)
+    picked = outputs.detach()[0, weighted.assignment[0]]
+    expected = plain + 2.0 * exclusion_loss(picked[0:1], picked[1:2]).mean()
+    assert float(weighted.loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    # a few gradient steps on the term alone lower it
+    start = float(exclusion_loss(outputs[:, 0], outputs[:, 1]))
+    optimiser = torch.optim.Adam([outputs], lr=0.02)
+    for _ in range(20):
+        optimiser.zero_grad()
+        exclusion_loss(outputs[:, 0], outputs[:, 1]).sum().backward()
+        optimiser.step()
+    assert float(exclusion_loss(outputs[:, 0], outputs[:, 1])) < 0.8 * start

@@ -249,6 +249,9 @@ def test_the_logged_loss_is_the_pit_loss_apart_from_extra_terms(tmp_path):
     assert all(r["loss"] > 0 and r["objective"] < r["loss"] for r in logged)  # the diversity term lowers the objective only
     assert all(r["ratio"] == pytest.approx(r["loss"] / r["identity"]) for r in logged)
     assert result.losses[0] == pytest.approx(logged[0]["loss"])
+    train(quick_config("steps=2", "exclusion_weight=0.5"), tmp_path / "excl", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "excl" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["objective"] > r["loss"] for r in records if "loss" in r)  # the exclusion term adds
 
 
 def test_a_single_training_video_is_refused_and_the_files_trained_on_are_recorded(tmp_path):
