@@ -28,6 +28,9 @@ class TrainConfig:
             (``losses.speed_contrast``: 0 same speed, 1 one layer still) keep Eq. 2 alone.
         exclusion_weight: weight of the gradient exclusion term between matched outputs
             (``losses.exclusion_loss``; not in the paper): penalises an edge in both layers.
+        exclusion_until: the share of the run (of ``time_budget``, else of ``steps``) at which that
+            weight has fallen linearly to 0; None keeps it. The term pulls each object into one
+            layer, and the reconstruction loss alone then repairs what it cut (docs/results.md).
         lr_milestones / lr_values: piecewise-constant learning rate: ``lr_values[i]`` from step
             ``lr_milestones[i]`` on.
         precision: ``auto`` (bf16 autocast where the hardware has fast bf16, else fp32), ``fp32``, ``bf16``.
@@ -82,6 +85,7 @@ class TrainConfig:
     ordered_weight: float = 0.0
     ordered_contrast: float = 0.0
     exclusion_weight: float = 0.0
+    exclusion_until: float | None = None
     grad_clip: float | None = 5.0
     precision: str = "auto"
     workers: int = 2
@@ -119,6 +123,8 @@ class TrainConfig:
         config = cls(**d)
         if not 0 <= float(config.ordered_weight) <= 1:
             raise ValueError(f"ordered_weight must be between 0 and 1, got {config.ordered_weight}")
+        if config.exclusion_until is not None and not 0 < float(config.exclusion_until) <= 1:
+            raise ValueError(f"exclusion_until must be above 0 and at most 1, got {config.exclusion_until}")
         if not 0 <= float(config.ordered_contrast) < 1:
             raise ValueError(f"ordered_contrast must be at least 0 and below 1, got {config.ordered_contrast}")
         return config

@@ -295,6 +295,15 @@ def learning_rate(config: TrainConfig, step: int, elapsed: float = 0.0) -> float
     return lr
 
 
+def exclusion_weight_at(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+    """The exclusion term's weight now: ``exclusion_weight``, falling linearly to 0 at the
+    ``exclusion_until`` share of the run (of the time budget when there is one, else of ``steps``)."""
+    if config.exclusion_until is None or not config.exclusion_weight:
+        return config.exclusion_weight
+    progress = elapsed / config.time_budget if config.time_budget else step / max(1, config.steps)
+    return config.exclusion_weight * max(0.0, 1.0 - progress / config.exclusion_until)
+
+
 @dataclass
 class StepResult:
     loss: float  # the PIT reconstruction loss (Eq. 2), comparable with ``identity``
@@ -335,12 +344,14 @@ def train_step(
     config: TrainConfig,
     amp_dtype: torch.dtype | None,
     ddp: Distributed = Distributed(),
+    exclusion_weight: float | None = None,
 ) -> StepResult:
     """Blend the layers (Eq. 1), separate, PIT loss (Eq. 2), one optimizer step unless non-finite.
 
     Args:
         layers: ``(B, 2, 3, T, H, W)`` on the model's device.
         alpha: ``(B,)``.
+        exclusion_weight: this step's weight of the exclusion term (default ``config``'s).
     """
     blend = blend_linear_light(layers, alpha) if config.linear_light else blend_layers(layers, alpha)
     device_type = layers.device.type
@@ -349,7 +360,7 @@ def train_step(
     result = pit_loss(outputs.float(), layers, blend=blend, alpha=alpha,
                       recomposition_weight=config.recomposition_weight, diversity_weight=config.diversity_weight,
                       ordered_weight=config.ordered_weight, ordered_contrast=config.ordered_contrast,
-                      exclusion_weight=config.exclusion_weight)
+                      exclusion_weight=config.exclusion_weight if exclusion_weight is None else exclusion_weight)
     optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     applied, grad_norm = _all_finite(result.loss.detach(), model, ddp)
@@ -593,7 +604,8 @@ def train(
                 lr = learning_rate(config, step, elapsed)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                outcome = train_step(train_model, optimizer, layers, alpha, config, amp_dtype, ddp)
+                outcome = train_step(train_model, optimizer, layers, alpha, config, amp_dtype, ddp,
+                                     exclusion_weight=exclusion_weight_at(config, step, elapsed))
                 done = time.perf_counter()
                 waited, stepped = waited + got_data - tick, stepped + done - got_data
                 elapsed += done - tick

@@ -254,6 +254,24 @@ def test_the_logged_loss_is_the_pit_loss_apart_from_extra_terms(tmp_path):
     assert all(r["objective"] > r["loss"] for r in records if "loss" in r)  # the exclusion term adds
 
 
+def test_exclusion_until_lowers_the_weight_linearly_to_zero_and_then_the_objective_is_the_loss(tmp_path):
+    from centrifuge.config import TrainConfig
+    from centrifuge.train import exclusion_weight_at
+
+    by_steps = TrainConfig(steps=100, exclusion_weight=0.4, exclusion_until=0.5)
+    assert [exclusion_weight_at(by_steps, s) for s in (0, 25, 50, 90)] == pytest.approx([0.4, 0.2, 0.0, 0.0])
+    by_time = TrainConfig(time_budget=60, exclusion_weight=0.4, exclusion_until=0.5)
+    assert exclusion_weight_at(by_time, 0, elapsed=45) == 0.0 and exclusion_weight_at(by_time, 0, elapsed=6) == pytest.approx(0.32)
+    assert exclusion_weight_at(TrainConfig(steps=100, exclusion_weight=0.4), 90) == 0.4
+    with pytest.raises(ValueError, match="exclusion_until"):
+        TrainConfig.from_dict({"exclusion_until": 0})
+    train(quick_config("steps=4", "exclusion_weight=0.5", "exclusion_until=0.5", "log_every=1"), tmp_path / "run", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r for r in records if "loss" in r}
+    assert logged[1]["objective"] > logged[1]["loss"]  # step 0 of 4: the full weight
+    assert logged[4]["objective"] == pytest.approx(logged[4]["loss"])  # step 3 of 4: past the half, none
+
+
 def test_a_single_training_video_is_refused_and_the_files_trained_on_are_recorded(tmp_path):
     from centrifuge.video import write_video
     from conftest import moving_frames
