@@ -18,12 +18,12 @@ real_train_step = train_module.train_step
 calls = {"n": 0}
 
 
-def observed_train_step(model, optimizer, layers, alpha, config, amp_dtype, ddp):
+def observed_train_step(model, optimizer, layers, alpha, config, amp_dtype, ddp, **kwargs):
     calls["n"] += 1
     if rank == poison_rank and calls["n"] == poison_step:
         layers = layers.clone()
         layers[0, 0, 0, 0, 0, 0] = float("nan")  # this rank's loss becomes NaN
-    outcome = real_train_step(model, optimizer, layers, alpha, config, amp_dtype, ddp)
+    outcome = real_train_step(model, optimizer, layers, alpha, config, amp_dtype, ddp, **kwargs)
     checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
     with open(f"{run_dir}.rank{rank}.jsonl", "a") as log:
         log.write(json.dumps({"rank": rank, "call": calls["n"], "applied": outcome.applied, "checksum": checksum}) + "\n")
