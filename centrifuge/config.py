@@ -29,8 +29,8 @@ class TrainConfig:
         exclusion_weight: weight of the gradient exclusion term between matched outputs
             (``losses.exclusion_loss``; not in the paper): penalises an edge in both layers.
         exclusion_until: the share of the run (of ``time_budget``, else of ``steps``) at which that
-            weight has fallen linearly to 0; None keeps it. The term pulls each object into one
-            layer, and the reconstruction loss alone then repairs what it cut (docs/results.md).
+            weight has fallen linearly to 0; None keeps it. Continuations without the term
+            brought the darker and lighter copies back (docs/results.md, "The exclusion term").
         lr_milestones / lr_values: piecewise-constant learning rate: ``lr_values[i]`` from step
             ``lr_milestones[i]`` on.
         precision: ``auto`` (bf16 autocast where the hardware has fast bf16, else fp32), ``fp32``, ``bf16``.

@@ -107,7 +107,7 @@ def _matched_losses(outputs: torch.Tensor, targets: torch.Tensor, assignment: to
     """ℓ(targets[b, j], outputs[b, assignment[b, j]]) with gradient: ``(B, k)``; one pair at a time
     on the CPU (see ``pairwise_loss_matrix``)."""
     if outputs.device.type != "cpu":
-        picked = outputs[torch.arange(len(outputs), device=outputs.device).unsqueeze(1), assignment]
+        picked = _matched_outputs(outputs, assignment)
         return reconstruction_loss(picked, targets)
     # unbind, not indexing: each indexed slice's backward allocates a zero tensor the size of all
     # outputs, and those fills cost as much as the network's BatchNorm backward.
@@ -231,16 +231,21 @@ def pit_loss(
             raise ValueError("the recomposition term needs the blend and exactly two targets")
         a = torch.as_tensor(alpha, dtype=outputs.dtype, device=outputs.device)
         a = a.view(-1, 1, 1, 1, 1) if a.dim() else a
-        picked = outputs[torch.arange(len(outputs), device=outputs.device).unsqueeze(1), assignment]  # (B, 2, C, T, H, W)
+        picked = _matched_outputs(outputs, assignment)  # (B, 2, C, T, H, W)
         recomposed = (1 - a) * picked[:, 0] + a * picked[:, 1]
         loss = loss + recomposition_weight * reconstruction_loss(blend, recomposed).mean()
     if diversity_weight:
         loss = loss - diversity_weight * pairwise_output_distances(outputs, exclude_self=True).mean()
     if exclusion_weight:
-        picked = outputs[torch.arange(len(outputs), device=outputs.device).unsqueeze(1), assignment]  # (B, k, ...)
+        picked = _matched_outputs(outputs, assignment)
         pairs = [exclusion_loss(picked[:, i], picked[:, j]) for i in range(k) for j in range(i + 1, k)]
         loss = loss + exclusion_weight * torch.stack(pairs).mean()
     return PITResult(loss=loss, per_example=per_example, assignment=assignment, costs=costs)
+
+
+def _matched_outputs(outputs: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
+    """The output matched to each target, with gradient: ``(B, k, C, T, H, W)``."""
+    return outputs[torch.arange(len(outputs), device=outputs.device).unsqueeze(1), assignment]
 
 
 def exclusion_loss(a: torch.Tensor, b: torch.Tensor, scales: int = 3, floor: float = 1e-4) -> torch.Tensor:
@@ -251,10 +256,11 @@ def exclusion_loss(a: torch.Tensor, b: torch.Tensor, scales: int = 3, floor: flo
     At each of ``scales`` resolutions (halved by 2 × 2 averaging), for x and y derivatives:
     ``mean(|∇a|·|∇b|) / sqrt((mean|∇a|² + floor)(mean|∇b|² + floor))``, then averaged. A layer and
     itself (or a darker copy of itself) score about 1, whatever their contrast, so fainter layers
-    do not lower it; layers whose edges never meet score 0. Zhang et al. rescale by ``tanh`` and a
-    ratio of norms instead, which is not symmetric: with the flat ``cup`` scene as the first layer
-    its true layers scored above the blend itself. ``floor`` (a gradient RMS of 0.01) keeps a
-    nearly flat layer's noise from being magnified to full weight.
+    do not lower it; layers whose edges never meet score 0. Zhang et al. rescale one layer by a
+    ratio of gradient norms inside a ``tanh``, which treats the two layers differently: with that
+    ratio taken whole (not its square root), the flat ``cup`` scene as the first layer made its true
+    layers score above the blend itself. ``floor`` (a gradient RMS of 0.01) keeps a nearly flat
+    layer's noise from being magnified to full weight.
 
     Args:
         a, b: ``(B, C, T, H, W)``.

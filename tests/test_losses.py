@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from centrifuge.losses import (
-    exclusion_loss,
     best_assignment,
     diversity,
+    exclusion_loss,
     identity_outputs,
     layer_speed,
     most_distant_pair,
