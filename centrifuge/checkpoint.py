@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,109 @@ def read_meta(checkpoint: str | os.PathLike) -> dict:
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a safetensors weight file (no pickle)."""
+    """Load a safetensors weight file (no pickle), or the shards that ``path + ".index.json"`` lists
+    when ``path`` itself does not exist (:func:`save_weights`)."""
+    path = Path(path)
+    if path.name.endswith(INDEX_SUFFIX):
+        return _load_shards(path)
+    if not path.exists() and shard_index(path).exists():
+        return _load_shards(shard_index(path))
+    return _load_file(path)
+
+
+def _load_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable safetensors file ({str(e)[:120]})") from None
+
+
+INDEX_SUFFIX = ".index.json"
+
+
+def shard_index(path: str | os.PathLike) -> Path:
+    """Where the index of a sharded ``X.safetensors`` lives: ``X.safetensors.index.json`` (the layout
+    Hugging Face tools read too)."""
+    return Path(str(path) + INDEX_SUFFIX)
+
+
+def weights_exist(path: str | os.PathLike) -> bool:
+    """A weight file, or the index of its shards, is there."""
+    return Path(path).exists() or shard_index(path).exists()
+
+
+def save_weights(tensors: dict[str, torch.Tensor], destination: str | os.PathLike, max_shard_bytes: int | None = None) -> list[Path]:
+    """Write ``tensors`` as ``destination``; when they hold more than ``max_shard_bytes``, as shards
+    of at most that size (a tensor larger than that gets a shard of its own) beside an index
+    ``destination + ".index.json"``. Returns the files written.
+
+    A lent GPU machine returns files of at most 16 MiB, so a wider model comes back in pieces. The
+    index is replaced last and atomically, its shards under names no earlier index used, so a
+    reader (or a copy cut off mid-write) sees the previous complete set or the new one, never a mix;
+    a single file replaces an earlier sharded set, and the other way round."""
+    destination = Path(destination)
+    index = shard_index(destination)
+    old_shards = sorted(set(read_shard_index(index).values())) if index.exists() else []
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    if max_shard_bytes is None or total <= max_shard_bytes:
+        tmp = destination.with_name(destination.name + ".tmp")
+        save_file(tensors, str(tmp))
+        os.replace(tmp, destination)
+        index.unlink(missing_ok=True)
+        _remove(destination.parent, old_shards)
+        return [destination]
+    groups: list[list[str]] = [[]]
+    size = 0
+    for key, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if groups[-1] and size + nbytes > max_shard_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(key)
+        size += nbytes
+    token = secrets.token_hex(4)
+    stem = destination.name[: -len(".safetensors")] if destination.name.endswith(".safetensors") else destination.name
+    names = [f"{stem}-{token}-{k + 1:05d}-of-{len(groups):05d}.safetensors" for k in range(len(groups))]
+    for name, keys in zip(names, groups):
+        save_file({k: tensors[k] for k in keys}, str(destination.parent / name))
+    payload = {"metadata": {"total_size": total}, "weight_map": {k: name for name, keys in zip(names, groups) for k in keys}}
+    tmp = index.with_name(index.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, index)
+    destination.unlink(missing_ok=True)
+    _remove(destination.parent, [n for n in old_shards if n not in names])
+    return [destination.parent / n for n in names] + [index]
+
+
+def _remove(folder: Path, names: list[str]) -> None:
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
+
+
+def read_shard_index(index: Path) -> dict[str, str]:
+    """An index's map from tensor name to shard file, each shard checked to be a plain
+    ``.safetensors`` name in the index's own folder (an index cannot point anywhere else)."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise TypeError("weight_map is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{index}: not a readable shard index ({str(e)[:120]})") from None
+    for name in set(weight_map.values()):
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors") or name.startswith("."):
+            raise CheckpointError(f"{index}: shard {name!r} is not a .safetensors file beside the index")
+    return weight_map
+
+
+def _load_shards(index: Path) -> dict[str, torch.Tensor]:
+    weight_map = read_shard_index(index)
+    tensors: dict[str, torch.Tensor] = {}
+    for name in sorted(set(weight_map.values())):
+        shard = _load_file(index.parent / name)
+        if set(shard) != {k for k, v in weight_map.items() if v == name}:
+            raise CheckpointError(f"{index.parent / name}: holds other tensors than its index lists")
+        tensors.update(shard)
+    return tensors
 
 
 def load_state(path: str | os.PathLike) -> dict:

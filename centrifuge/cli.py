@@ -302,6 +302,9 @@ def _add_export(sub) -> None:
     p.add_argument("destination", help="output .safetensors file")
     p.add_argument("--fp32", action="store_true", help="keep 32-bit weights (default: 16-bit, half the size)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--shard-mib", type=float, default=0, metavar="MIB",
+                   help="weights larger than MIB mebibytes go into shards of at most that size beside an index "
+                        "DESTINATION.index.json, which separate, evaluate and init_weights read as DESTINATION (default: one file)")
     p.add_argument("--calibrate", type=int, default=0, metavar="CLIPS",
                    help="first re-estimate the BatchNorm statistics on CLIPS clips of the run's own training mix at the "
                         "size the model will run at (default: off)")
@@ -313,8 +316,12 @@ def _add_export(sub) -> None:
 def _run_export(args) -> int:
     from .train import export_model
 
-    if Path(args.destination).exists() and not args.force:
+    from .checkpoint import weights_exist
+
+    if weights_exist(args.destination) and not args.force:
         raise UserError(f"{args.destination} exists; pass --force to overwrite it")
+    if args.shard_mib < 0:
+        raise UserError(f"--shard-mib must be positive, got {args.shard_mib}")
     calibration = None
     if args.calibrate:
         from .calibrate import Calibration
@@ -323,7 +330,8 @@ def _run_export(args) -> int:
         if args.calibrate < 0 or not (frames.isdigit() and size.isdigit() and int(frames) > 0 and int(size) > 0):
             raise UserError(f"--calibrate needs a positive clip count and --calibrate-shape FRAMESxSIZE, got {args.calibrate} and {args.calibrate_shape!r}")
         calibration = Calibration(args.calibrate, int(frames), int(size))
-    print(export_model(args.source, args.destination, half=not args.fp32, calibration=calibration))
+    shard = int(args.shard_mib * 2**20) or None
+    print(export_model(args.source, args.destination, half=not args.fp32, calibration=calibration, max_shard_bytes=shard))
     return 0
 
 

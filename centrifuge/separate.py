@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import weights_exist
 from .colour import ColourSpec, planes_to_rgb, planes_to_rgb_uint8, rgb_to_planes
 from .devices import autocast_dtype, resolve_device, use_channels_last
 from .guided import apply_coefficients, guided_coefficients
@@ -59,7 +60,7 @@ def model_path(name_or_path: str | os.PathLike | None = None) -> Path:
     name_or_path = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
     bundled = PRETRAINED_DIR / f"{name_or_path}.safetensors"
     path = bundled if bundled.exists() else Path(name_or_path)
-    if not path.exists():
+    if not weights_exist(path):  # a file or folder, or a sharded model's index
         known = ", ".join(available_models()) or "none"
         raise SeparationError(f"{name_or_path}: no such model file or folder (bundled models: {known})")
     return path

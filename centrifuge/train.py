@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
 from . import __version__
-from .checkpoint import MODEL_FILE, CheckpointError, STATE_FILE, latest_valid_checkpoint, load_state, load_weights, read_meta, save_checkpoint
+from .checkpoint import INDEX_SUFFIX, MODEL_FILE, CheckpointError, STATE_FILE, latest_valid_checkpoint, load_state, load_weights, read_meta, save_checkpoint, save_weights
 from .config import TrainConfig
 from .data import LayerPairs, SyntheticSource, VideoFolder, blend_layers, sample_alpha
 from .generator import BatchedGenerator, default_bank_size
@@ -739,6 +739,8 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
     """Rebuild a model from a checkpoint folder, a run folder (its latest checkpoint) or a
     ``.safetensors`` file with a ``.json`` of the same name beside it. Never unpickles."""
     path = Path(path)
+    if path.name.endswith(".safetensors" + INDEX_SUFFIX):  # the index of a sharded model names the model
+        path = path.with_name(path.name[: -len(INDEX_SUFFIX)])
     if path.is_dir() and (path / "checkpoints").is_dir():
         latest = latest_valid_checkpoint(path / "checkpoints")
         if latest is None:
@@ -759,14 +761,15 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
 
 
 def export_model(source: str | os.PathLike, destination: str | os.PathLike, half: bool = True, extra: dict | None = None,
-                 calibration: "Calibration | None" = None) -> Path:
+                 calibration: "Calibration | None" = None, max_shard_bytes: int | None = None) -> Path:
     """Write a run's model as ``destination`` (.safetensors, fp16 by default: half the size, same
     results to within rounding) and a ``.json`` beside it: what ``Centrifuge.from_pretrained`` loads.
 
     With ``calibration``, the BatchNorm statistics are first re-estimated on that many clips of the
-    run's own training mix at that size (:mod:`centrifuge.calibrate`), and the ``.json`` says so."""
-    from safetensors.torch import save_file
-
+    run's own training mix at that size (:mod:`centrifuge.calibrate`), and the ``.json`` says so.
+    With ``max_shard_bytes``, weights larger than that are written as shards beside an index
+    ``destination.index.json`` (:func:`~centrifuge.checkpoint.save_weights`); ``destination`` still
+    names the model everywhere."""
     source, destination = Path(source), Path(destination)
     if destination.suffix != ".safetensors":
         raise TrainingError(f"{destination}: the exported model must be a .safetensors file")
@@ -776,16 +779,22 @@ def export_model(source: str | os.PathLike, destination: str | os.PathLike, half
         extra = {**(extra or {}), "batchnorm_calibration": _calibrate(model, meta.get("train_config"), calibration, source)}
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     destination.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(destination))
+    save_weights(tensors, destination, max_shard_bytes)
     info = {"version": __version__, "model_config": model.config.to_dict(), "train_config": meta.get("train_config"),
             "step": meta.get("step"), "dtype": "float16" if half else "float32", **(extra or {})}
-    destination.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    _write_text_atomically(destination.with_suffix(".json"), json.dumps(info, indent=2))
     record = (source if source.is_dir() else source.parent) / "training_files.json"
     if not record.is_file():
         record = source.parent.parent / "training_files.json"  # a checkpoint folder inside a run
     if record.is_file():  # what it trained on travels with the model (evaluate warns on overlap)
-        destination.with_suffix(".training_files.json").write_text(record.read_text())
+        _write_text_atomically(destination.with_suffix(".training_files.json"), record.read_text())
     return destination
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _source_meta(source: Path) -> dict:

@@ -89,6 +89,10 @@ def write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+# Files of at most 16 MiB come back from the GPU machine; the safetensors header needs a little room.
+SHARD_BYTES = int(float(os.environ.get("SHARD_MIB", 15)) * 2**20)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="OUTDIR: model.safetensors, model.json, run.json")
@@ -144,18 +148,12 @@ def main() -> int:
 
     def publish(report: dict) -> None:
         """The model of the latest checkpoint and the report, each replaced whole (a cut-off run
-        leaves the last complete pair)."""
-        tmp = out / "model-next.safetensors"
-        export_model(run_dir, tmp, extra={"gpu_run": report} if args.arm else None)
-        os.replace(tmp.with_suffix(".json"), out / "model.json")
-        os.replace(tmp, out / "model.safetensors")
-        extra = tmp.with_suffix(".training_files.json")
-        if extra.exists():
-            if args.arm:
-                extra.unlink()
-            else:
-                os.replace(extra, out / "model.training_files.json")
-        if not args.arm:
+        leaves the last complete set). A model over SHARD_BYTES comes back as shards beside
+        ``model.safetensors.index.json``, which ``separate --model OUTDIR/model.safetensors`` reads."""
+        export_model(run_dir, out / "model.safetensors", extra={"gpu_run": report} if args.arm else None, max_shard_bytes=SHARD_BYTES)
+        if args.arm:
+            (out / "model.training_files.json").unlink(missing_ok=True)
+        else:
             write_json(out / "run.json", report)
 
     def on_checkpoint(path: Path, progress: dict) -> None:

@@ -11,6 +11,7 @@ import pickle
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import centrifuge.checkpoint as ckpt
 import centrifuge.train as train_module
@@ -115,6 +116,62 @@ def test_keep_last_k_and_never_delete_the_one_resumed_from(tmp_path):
 class _Payload:
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_model_exported_in_shards_loads_as_the_single_file_does_and_replaces_cleanly(tmp_path, capsys):
+    """A lent GPU returns files of at most 16 MiB: ``export --shard-mib`` writes a wider model as
+    shards beside ``X.safetensors.index.json``, and every reader takes ``X.safetensors`` as before."""
+    from centrifuge.cli import main
+    from centrifuge.separate import Centrifuge
+
+    train(quick_config("steps=2", "checkpoint_every=2"), tmp_path / "run", progress=False)
+    single, sharded = tmp_path / "single.safetensors", tmp_path / "out" / "model.safetensors"
+    assert main(["export", str(tmp_path / "run"), str(single)]) == 0
+    assert main(["export", str(tmp_path / "run"), str(sharded), "--shard-mib", "0.01"]) == 0
+    index = tmp_path / "out" / "model.safetensors.index.json"
+    shards = sorted(p.name for p in sharded.parent.glob("model-*.safetensors"))
+    assert not sharded.exists() and index.exists() and len(shards) >= 3
+    for shard in sharded.parent.glob("model-*.safetensors"):  # within the size, or one tensor larger than it
+        held = load_file(str(shard))
+        assert sum(t.numel() * t.element_size() for t in held.values()) <= 0.01 * 2**20 or len(held) == 1
+    assert sorted(set(json.loads(index.read_text())["weight_map"].values())) == shards
+
+    clip = torch.rand(1, 3, 8, 32, 32)
+    expected = load_trained_model(single)(clip)
+    assert torch.equal(load_trained_model(sharded)(clip), expected)
+    assert torch.equal(load_trained_model(index)(clip), expected)  # the index names the model too
+    assert Centrifuge.from_pretrained(str(sharded)).net is not None
+    assert main(["export", str(tmp_path / "run"), str(sharded), "--shard-mib", "0.01"]) == 1  # nothing overwritten unasked
+    assert "exists" in capsys.readouterr().err
+
+    assert main(["export", str(tmp_path / "run"), str(sharded), "--shard-mib", "0.02", "--force"]) == 0
+    again = sorted(p.name for p in sharded.parent.glob("model-*.safetensors"))
+    assert not set(again) & set(shards) and sorted(set(json.loads(index.read_text())["weight_map"].values())) == again  # old shards gone
+    assert main(["export", str(tmp_path / "run"), str(sharded), "--force"]) == 0  # small enough now: one file, no shards left
+    assert sharded.exists() and not index.exists() and not list(sharded.parent.glob("model-*.safetensors"))
+    assert torch.equal(load_trained_model(sharded)(clip), expected)
+
+
+def test_a_shard_index_that_points_elsewhere_or_lies_is_refused(tmp_path):
+    model = _tiny_model()
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    target = tmp_path / "m.safetensors"
+    ckpt.save_weights(tensors, target, max_shard_bytes=4096)
+    index = ckpt.shard_index(target)
+    payload = json.loads(index.read_text())
+    assert set(ckpt.load_weights(target)) == set(tensors)
+    first_key = next(iter(payload["weight_map"]))
+    for bad in ("../m.safetensors", "/etc/passwd", "sub/x.safetensors", "x.pt"):
+        index.write_text(json.dumps({"weight_map": {**payload["weight_map"], first_key: bad}}))
+        with pytest.raises(CheckpointError, match="not a .safetensors file beside the index"):
+            ckpt.load_weights(target)
+    other = next(v for v in payload["weight_map"].values() if v != payload["weight_map"][first_key])
+    index.write_text(json.dumps({"weight_map": {**payload["weight_map"], first_key: other}}))  # a tensor listed in the wrong shard
+    with pytest.raises(CheckpointError, match="other tensors than its index lists"):
+        ckpt.load_weights(target)
+    index.write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a readable shard index"):
+        ckpt.load_weights(target)
 
 
 def test_training_state_carrying_code_is_refused_and_the_code_never_runs(tmp_path):
