@@ -228,6 +228,8 @@ def test_the_gpu_script_smoke_run_trains_and_returns_a_model_on_the_cpu(tmp_path
     for key in ("clips_per_s", "achieved_tflops", "share_of_bf16_peak", "data_wait_share", "loss_curve", "inference", "separate_frames_per_s_224p"):
         assert key in report, key
     assert report["final_step"] > 0 and len(report["loss_curve"]) > 1 and 0 <= report["data_wait_share"] < 1
+    assert report["separate_1080p"]["frames_per_second"] > 0 and "network" in report["separate_1080p"]["ms_per_frame"]  # issue 13 on the card
+    assert report["data_generator"]["batched_clips_per_s"] > 0
     from centrifuge.separate import Centrifuge
 
     model = Centrifuge.from_pretrained(str(tmp_path / "out" / "model.safetensors"), device="cpu")
