@@ -211,7 +211,7 @@ def separate_and_data_figures(device: torch.device, model_file: str, smoke: bool
     try:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        timing = separate_timing(144 if smoke else 1080, 8 if smoke else 48, str(device), model_file)
+        timing = separate_timing(144 if smoke else 1080, 8 if smoke else 32, str(device), model_file)
         if device.type == "cuda":
             timing["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         figures["separate_1080p"] = timing
