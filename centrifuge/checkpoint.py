@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "state.pt", "meta.json"
+INDEX_SUFFIX = ".index.json"  # beside a sharded X.safetensors: X.safetensors.index.json
 
 
 class CheckpointError(Exception):
@@ -130,9 +131,6 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({str(e)[:120]})") from None
 
 
-INDEX_SUFFIX = ".index.json"
-
-
 def shard_index(path: str | os.PathLike) -> Path:
     """Where the index of a sharded ``X.safetensors`` lives: ``X.safetensors.index.json`` (the layout
     Hugging Face tools read too)."""
@@ -155,7 +153,10 @@ def save_weights(tensors: dict[str, torch.Tensor], destination: str | os.PathLik
     a single file replaces an earlier sharded set, and the other way round."""
     destination = Path(destination)
     index = shard_index(destination)
-    old_shards = sorted(set(read_shard_index(index).values())) if index.exists() else []
+    try:
+        old_shards = sorted(set(read_shard_index(index).values())) if index.exists() else []
+    except CheckpointError:  # an unreadable old index is replaced; its shards cannot be named
+        old_shards = []
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     if max_shard_bytes is None or total <= max_shard_bytes:
         tmp = destination.with_name(destination.name + ".tmp")
