@@ -180,12 +180,17 @@ def save_weights(tensors: dict[str, torch.Tensor], destination: str | os.PathLik
     for name, keys in zip(names, groups):
         save_file({k: tensors[k] for k in keys}, str(destination.parent / name))
     payload = {"metadata": {"total_size": total}, "weight_map": {k: name for name, keys in zip(names, groups) for k in keys}}
-    tmp = index.with_name(index.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, index)
+    write_text_atomically(index, json.dumps(payload, indent=1))
     destination.unlink(missing_ok=True)
     _remove(destination.parent, [n for n in old_shards if n not in names])
     return [destination.parent / n for n in names] + [index]
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` whole: a reader sees the old text or the new, never part of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _remove(folder: Path, names: list[str]) -> None:

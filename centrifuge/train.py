@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
 from . import __version__
-from .checkpoint import INDEX_SUFFIX, MODEL_FILE, CheckpointError, STATE_FILE, latest_valid_checkpoint, load_state, load_weights, read_meta, save_checkpoint, save_weights
+from .checkpoint import INDEX_SUFFIX, MODEL_FILE, CheckpointError, STATE_FILE, latest_valid_checkpoint, load_state, load_weights, read_meta, save_checkpoint, save_weights, write_text_atomically
 from .config import TrainConfig
 from .data import LayerPairs, SyntheticSource, VideoFolder, blend_layers, sample_alpha
 from .generator import BatchedGenerator, default_bank_size
@@ -782,19 +782,13 @@ def export_model(source: str | os.PathLike, destination: str | os.PathLike, half
     save_weights(tensors, destination, max_shard_bytes)
     info = {"version": __version__, "model_config": model.config.to_dict(), "train_config": meta.get("train_config"),
             "step": meta.get("step"), "dtype": "float16" if half else "float32", **(extra or {})}
-    _write_text_atomically(destination.with_suffix(".json"), json.dumps(info, indent=2))
+    write_text_atomically(destination.with_suffix(".json"), json.dumps(info, indent=2))
     record = (source if source.is_dir() else source.parent) / "training_files.json"
     if not record.is_file():
         record = source.parent.parent / "training_files.json"  # a checkpoint folder inside a run
     if record.is_file():  # what it trained on travels with the model (evaluate warns on overlap)
-        _write_text_atomically(destination.with_suffix(".training_files.json"), record.read_text())
+        write_text_atomically(destination.with_suffix(".training_files.json"), record.read_text())
     return destination
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _source_meta(source: Path) -> dict:

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from centrifuge.bench import count_flops, inference_seconds, matmul_gflops, training_clips_per_second, training_step_profile  # noqa: E402
+from centrifuge.checkpoint import write_text_atomically  # noqa: E402
 from centrifuge.config import make_config  # noqa: E402
 from centrifuge.evaluate import HELD_BACK_VIDEOS  # noqa: E402
 from centrifuge.models import build_model  # noqa: E402
@@ -85,9 +86,7 @@ def loss_curve(run_dir: Path) -> list[dict]:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(payload, indent=2, default=str))
 
 
 # Files of at most 16 MiB come back from the GPU machine; the safetensors header needs a little room.
