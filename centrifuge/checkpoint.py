@@ -53,6 +53,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """``safetensors.torch.save_file`` with the permissions any other file gets.
+
+    safetensors creates its file readable by its owner only (0600) whatever the umask, so a model
+    exported for a team, a shared cache or a web server would be unreadable to them; give it
+    ``0666 & ~umask`` as ``open()`` would."""
+    save_file(tensors, str(path))
+    os.chmod(path, 0o666 & ~_current_umask())
+
+
+def _current_umask() -> int:
+    """The process umask, read without setting it where Linux allows (setting it is process-wide,
+    and a checkpoint may be written beside other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def model_state_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's tensors, contiguous and unshared (safetensors refuses shared storage)."""
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
@@ -68,7 +92,7 @@ def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        save_file(model_state_for_saving(model), str(tmp / MODEL_FILE))
+        save_tensors(model_state_for_saving(model), tmp / MODEL_FILE)
         if state is not None:
             torch.save(state, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps({**meta, "step": step}, indent=2))
@@ -160,7 +184,7 @@ def save_weights(tensors: dict[str, torch.Tensor], destination: str | os.PathLik
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     if max_shard_bytes is None or total <= max_shard_bytes:
         tmp = destination.with_name(destination.name + ".tmp")
-        save_file(tensors, str(tmp))
+        save_tensors(tensors, tmp)
         os.replace(tmp, destination)
         index.unlink(missing_ok=True)
         _remove(destination.parent, old_shards)
@@ -178,7 +202,7 @@ def save_weights(tensors: dict[str, torch.Tensor], destination: str | os.PathLik
     stem = destination.name[: -len(".safetensors")] if destination.name.endswith(".safetensors") else destination.name
     names = [f"{stem}-{token}-{k + 1:05d}-of-{len(groups):05d}.safetensors" for k in range(len(groups))]
     for name, keys in zip(names, groups):
-        save_file({k: tensors[k] for k in keys}, str(destination.parent / name))
+        save_tensors({k: tensors[k] for k in keys}, destination.parent / name)
     payload = {"metadata": {"total_size": total}, "weight_map": {k: name for name, keys in zip(names, groups) for k in keys}}
     write_text_atomically(index, json.dumps(payload, indent=1))
     destination.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import load_weights
+from .checkpoint import load_weights, save_tensors
 from .data import LayerPairs, blend_layers
 from .losses import most_distant_pair
 from .models.i3d import I3DEncoder
@@ -95,11 +95,9 @@ def train_classifier(source, num_classes: int, steps: int = 300, num_frames: int
 
 def save_classifier(model: VideoClassifier, path: str | Path) -> Path:
     """Weights as ``path`` (.safetensors) and the architecture as a ``.json`` beside it."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    save_tensors({k: v.contiguous() for k, v in model.state_dict().items()}, path)
     path.with_suffix(".json").write_text(json.dumps({"kind": "video_classifier", **model.settings}, indent=2))
     return path
 

@@ -367,3 +367,24 @@ def test_a_run_says_which_data_it_trains_and_validates_on(tmp_path, caplog):
     assert any("held-back photographs" in line for line in lines)
     assert any(line.startswith("training data: loader pipeline") for line in lines)
     assert any("whose photographs training shares" in line for line in lines)
+
+
+def test_weights_and_checkpoints_are_written_with_the_umask_permissions_not_owner_only(tmp_path):
+    """safetensors alone creates 0600 files: a model exported for a team or a web server would be
+    unreadable to them. Every weight file the project writes gets ``0666 & ~umask``, as open() gives."""
+    tensors = {k: v.contiguous() for k, v in _tiny_model().state_dict().items()}
+    old = os.umask(0o022)
+    try:
+        written = ckpt.save_weights(tensors, tmp_path / "one.safetensors")
+        (tmp_path / "sharded").mkdir()
+        written += ckpt.save_weights(tensors, tmp_path / "sharded" / "m.safetensors", max_shard_bytes=4096)
+        folder = save_checkpoint(tmp_path / "run", 1, _tiny_model(), {"config": {}})
+        written.append(folder / ckpt.MODEL_FILE)
+        for path in written:
+            assert os.stat(path).st_mode & 0o777 == 0o644, path
+        os.umask(0o077)
+        private = ckpt.save_weights(tensors, tmp_path / "private.safetensors")[0]
+        assert os.stat(private).st_mode & 0o777 == 0o600  # a stricter umask is kept
+    finally:
+        os.umask(old)
+    assert ckpt.load_weights(tmp_path / "sharded" / "m.safetensors").keys() == tensors.keys()
