@@ -125,6 +125,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--calibrate", type=int, default=0, metavar="CLIPS",
                    help="first re-estimate each model's BatchNorm statistics on CLIPS clips of its own training mix at the "
                         "scored size (--frames, --size): for models trained at another size (default: off; nothing is written)")
+    p.add_argument("--network-size", type=int, default=0, metavar="PX",
+                   help="--benchmark: run each model as `separate --max-size PX` does: on the blend shrunk to PX, its layers "
+                        "brought back to --size by the guided filter; --calibrate then estimates at PX (default: off, the "
+                        "network at --size)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.set_defaults(func=_run_evaluate)
 
@@ -138,6 +142,8 @@ def _run_evaluate(args) -> int:
         raise UserError("evaluate needs --data (held-back videos, synthetic or synthetic-classes) or --benchmark held-back")
     if args.calibrate < 0:
         raise UserError(f"--calibrate needs a positive clip count, got {args.calibrate}")
+    if args.network_size and (args.network_size < 16 or args.benchmark is None):
+        raise UserError(f"--network-size needs --benchmark and at least 16 px, got {args.network_size}")
     models = [(str(name or "bundled default"), Centrifuge.from_pretrained(name, device=args.device).net) for name in names]
     if args.calibrate:
         models = _calibrated(names, models, args)
@@ -190,14 +196,15 @@ def _calibrated(names, models, args) -> list:
     from .separate import model_path
     from .train import TrainingError, load_calibrated_model
 
-    calibration = Calibration(args.calibrate, args.frames, args.size)
+    size = min(args.size, args.network_size or args.size)  # the size the network sees
+    calibration = Calibration(args.calibrate, args.frames, size)
     calibrated = []
     for name, (label, net) in zip(names, models):
         try:
             net = load_calibrated_model(model_path(name), calibration, device=next(net.parameters()).device)
         except TrainingError as e:
             raise UserError(str(e)) from None
-        calibrated.append((f"{label} (BN at {args.frames}x{args.size})", net))
+        calibrated.append((f"{label} (BN at {args.frames}x{size})", net))
     return calibrated
 
 
@@ -220,13 +227,14 @@ def _run_held_back(args, names, models, settings) -> int:
         raise UserError("--benchmark held-back needs the folder of held-back videos: --videos DIR or $CENTRIFUGE_VIDEOS")
     _warn_about_overlap(names, [str(videos / n) for n in ev.HELD_BACK_VIDEOS])
     try:
-        results = ev.run_held_back_benchmark(models, videos, args.pairs or 64, args.photo_pairs, args.frames, args.size, args.seed)
+        results = ev.run_held_back_benchmark(models, videos, args.pairs or 64, args.photo_pairs, args.frames, args.size, args.seed,
+                                             args.network_size or None)
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
     print(ev.format_held_back(results))
     if args.plot:  # four real pairs and each model's layers, to look at
         pairs = ev.held_back_benchmark(videos, 4, 0, args.frames, args.size, args.seed)["real"]
-        print(f"wrote {ev.plot_separations(models, pairs, args.plot)}")
+        print(f"wrote {ev.plot_separations(models, pairs, args.plot, network_size=args.network_size or None)}")
     if args.json:
         from .photos import available_photos
 

@@ -9,6 +9,7 @@ gains 0 dB. The ``untrained`` row is a freshly initialised network (Table 1).
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -160,8 +161,8 @@ def benchmark_pairs(data: str, num_pairs: int = 24, num_frames: int = 32, size: 
 @torch.no_grad()
 def score_model(model: CentrifugeNet, name: str, pairs: torch.Tensor, batch_size: int = 2) -> BenchmarkRow:
     """PIT loss, identity loss, PSNR and SSIM of the matched layers of one model on fixed pairs (α = 0.5)."""
-    model.eval()
-    return score_outputs(name, pairs, lambda blend, layers: model(blend).float(), batch_size, next(model.parameters()).device)
+    predict = _direct(model)
+    return score_outputs(name, pairs, lambda blend, layers: predict(blend, layers).float(), batch_size, next(model.parameters()).device)
 
 
 @torch.no_grad()
@@ -188,6 +189,23 @@ def score_outputs(name: str, pairs: torch.Tensor, predict, batch_size: int = 2, 
     return BenchmarkRow(name, float(loss.mean()), float(identity.mean()), mean(gains), mean(blends), seconds,
                         ratio_standard_error(loss, identity), mean(ssims), mean(blend_ssims), int((loss > identity).sum()), len(loss),
                         mean(others), loss.tolist(), identity.tolist())
+
+
+def separated_at(model: CentrifugeNet, network_size: int):
+    """``predict`` of :func:`score_outputs` that runs ``model`` as ``separate`` does on frames
+    larger than ``--max-size``: the network on the blend shrunk to ``network_size`` on its longest
+    side, each layer brought back to full size by the guided filter. A model trained on small crops
+    meets objects at its training scale this way, however large the frames (in fp32, as
+    :func:`score_model`, so the two paths differ only in the size the network sees)."""
+    from .separate import Centrifuge
+
+    centrifuge = Centrifuge(copy.deepcopy(model), precision="fp32")  # folding BatchNorm must not change the caller's model
+
+    def predict(blend: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
+        clips = [centrifuge.separate_window(clip.permute(1, 2, 3, 0).cpu(), network_size) for clip in blend]  # (n, T, H, W, 3) each
+        return torch.stack(clips).permute(0, 1, 5, 2, 3, 4).to(blend.device)
+
+    return predict
 
 
 COLOUR_SPLIT = "colour split per clip (oracle)"
@@ -364,12 +382,17 @@ def held_back_benchmark(videos_dir: str | Path, num_pairs: int = 64, photo_pairs
 
 
 def run_held_back_benchmark(models: Sequence[tuple[str, CentrifugeNet]], videos_dir: str | Path, num_pairs: int = 64, photo_pairs: int = 32,
-                            num_frames: int = 32, size: int = 112, seed: int = 0) -> dict[str, list[BenchmarkRow]]:
+                            num_frames: int = 32, size: int = 112, seed: int = 0,
+                            network_size: int | None = None) -> dict[str, list[BenchmarkRow]]:
     """Table 1 per content kind of :func:`held_back_kinds`: identity, the colour-split oracles
-    (:func:`colour_split_outputs`), then each model."""
+    (:func:`colour_split_outputs`), then each model; with ``network_size`` below ``size``, each
+    model through :func:`separated_at` (as ``separate --max-size network_size`` runs it)."""
     results = {}
     for kind, (pairs, groups) in held_back_kinds(videos_dir, num_pairs, photo_pairs, num_frames, size, seed).items():
-        results[kind] = [identity_row(pairs), *colour_split_rows(pairs)] + [score_model(model, name, pairs) for name, model in models]
+        results[kind] = [identity_row(pairs), *colour_split_rows(pairs)] + [
+            score_model(model, name, pairs) if not network_size or network_size >= size
+            else score_outputs(name, pairs, separated_at(model, network_size), device=next(model.parameters()).device)
+            for name, model in models]
         for row in results[kind]:
             row.pair_groups = groups
     return results
@@ -448,10 +471,11 @@ def training_overlap(model: str | None, data: Sequence[str] | str) -> list[str]:
 
 
 @torch.no_grad()
-def plot_separations(models: Sequence[tuple[str, CentrifugeNet]], pairs: torch.Tensor, path: str | Path, frame: int | None = None) -> Path:
+def plot_separations(models: Sequence[tuple[str, CentrifugeNet]], pairs: torch.Tensor, path: str | Path, frame: int | None = None,
+                     network_size: int | None = None) -> Path:
     """A grid to look at: per pair, the blend, its two true layers, and each model's two outputs
-    matched to them (middle frame). A ratio can improve while layers still split by brightness;
-    this shows which."""
+    matched to them (middle frame; with ``network_size``, through :func:`separated_at`). A ratio
+    can improve while layers still split by brightness; this shows which."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -460,14 +484,14 @@ def plot_separations(models: Sequence[tuple[str, CentrifugeNet]], pairs: torch.T
     columns = 3 + 2 * len(models)
     fig, axes = plt.subplots(len(pairs), columns, figsize=(1.5 * columns, 1.55 * len(pairs) + 0.3), squeeze=False)
     t = pairs.shape[3] // 2 if frame is None else frame
+    small = network_size and network_size < pairs.shape[-1]
+    predictors = [separated_at(model, network_size) if small else _direct(model) for _, model in models]
     titles = ["blend", "layer 1", "layer 2"] + [f"{name[-18:]}\n{k}" for name, _ in models for k in ("→ 1", "→ 2")]
     for row, layers in zip(axes, pairs):
         blend = blend_layers(layers[None], 0.5)
         images = [blend[0, :, t], layers[0, :, t], layers[1, :, t]]
-        for _, model in models:
-            model.eval()
-            device = next(model.parameters()).device
-            outputs = model(blend.to(device)).float().cpu()
+        for predict in predictors:
+            outputs = predict(blend, layers[None]).float().cpu()
             assignment = pit_loss(outputs, layers[None]).assignment[0]
             images += [outputs[0, assignment[0], :, t], outputs[0, assignment[1], :, t]]
         for ax, image in zip(row, images):
@@ -479,6 +503,12 @@ def plot_separations(models: Sequence[tuple[str, CentrifugeNet]], pairs: torch.T
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)
+
+
+def _direct(model: CentrifugeNet):
+    model.eval()
+    device = next(model.parameters()).device
+    return lambda blend, layers: model(blend.to(device))
 
 
 def ranks_above_noise(candidate: BenchmarkRow, current: BenchmarkRow) -> bool:

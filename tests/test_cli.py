@@ -293,3 +293,15 @@ def test_the_planned_gpu_arms_build_and_each_candidate_fits_a_file_that_comes_ba
         size = sum(t.numel() * 2 for t in model.state_dict().values() if t.is_floating_point())
         files += 2 if size <= gpu_train.SHARD_BYTES else math.ceil(size / gpu_train.SHARD_BYTES) + 2
     assert files <= 8, files
+
+
+def test_the_held_back_benchmark_at_a_network_size_calibrates_and_plots_at_that_size(tmp_path, shared_videos):
+    run = tmp_path / "run"
+    assert run_cli("train", "--preset", "tiny", "--data", "synthetic", "--set", "steps=1", "--set", "val_every=1000",
+                   "--set", "checkpoint_every=1", "-o", str(run)).returncode == 0
+    plot = tmp_path / "layers.png"
+    result = run_cli("evaluate", str(run), "--benchmark", "held-back", "--videos", str(shared_videos), "--pairs", "2", "--photo-pairs", "0",
+                     "--frames", "4", "--size", "48", "--network-size", "24", "--calibrate", "2", "--plot", str(plot))
+    assert result.returncode == 0, result.stderr
+    assert "(BN at 4x24)" in result.stdout and plot.stat().st_size > 0  # statistics estimated at the size the network sees
+    assert_one_line_error(run_cli("evaluate", "--data", "synthetic", "--network-size", "24"), "--network-size")

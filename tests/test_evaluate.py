@@ -249,3 +249,28 @@ def test_a_paired_comparison_cancels_how_hard_each_pair_is():
     assert "paired" not in format_table([row("video + video", reference), on_other_pairs])
     with pytest.raises(ValueError):
         paired_difference(row("new", candidate), BenchmarkRow("other pairs", 0.1, 0.2, 0, 0, 0))
+
+
+def test_scoring_through_separate_at_a_smaller_network_size_hands_back_full_size_layers(shared_videos):
+    """``--network-size``: the network sees the blend shrunk, as ``separate --max-size`` feeds it,
+    and the guided filter brings its layers back. With the exact small answer (a video over flat
+    black: the video doubled and black) the full-size layers come back nearly exact, matched to the
+    right truth; the caller's model is left as it was (BatchNorm folding works on a copy)."""
+    from centrifuge.evaluate import black_filter_oracle, held_back_benchmark, score_model, score_outputs, separated_at
+
+    real = held_back_benchmark(shared_videos, num_pairs=3, photo_pairs=0, num_frames=4, size=48)["real"]
+    over_black = torch.stack([real[:, 0], torch.zeros_like(real[:, 0])], 1)  # (N, 2, 3, T, H, W)
+    oracle = black_filter_oracle()
+    exact = score_model(oracle, "direct", over_black)
+    shrunk = score_outputs("at 24 px", over_black, separated_at(oracle, 24))
+    assert exact.ratio < 1e-4 and shrunk.ratio < 0.01
+    swapped = lambda blend, layers: separated_at(oracle, 24)(blend, layers).flip(1)  # noqa: E731
+    assert score_outputs("swapped", over_black, swapped).ratio == pytest.approx(shrunk.ratio)  # matched by PIT either way
+
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pairs = held_back_benchmark(shared_videos, num_pairs=2, photo_pairs=0, num_frames=4, size=48)["real"]
+    row = score_outputs("tiny at 24", pairs, separated_at(model, 24))
+    assert row.count == 2 and row.ratio > 0 and row.ratio != pytest.approx(score_model(model, "tiny", pairs).ratio)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
