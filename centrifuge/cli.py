@@ -72,11 +72,20 @@ def _add_separate(sub) -> None:
                    "frames (default: %(default)s)")
     p.add_argument("--overlap", type=int, default=8, help="frames shared by consecutive windows, each weighted by how "
                    "central it sits in its window (default: %(default)s)")
-    p.add_argument("--max-size", type=int, default=256, help="longest side the network sees; larger frames are separated at this size and "
-                   "each layer brought back to full size by a guided filter fitted there (default: %(default)s; 0 = the network at full resolution)")
+    p.add_argument("--max-size", type=_max_size, default="auto", help="longest side the network sees; larger frames are separated at this "
+                   "size and each layer brought back to full size by a guided filter fitted there (default: auto, the scale the model "
+                   "trained at: the shortest side its training clips had, 74 px for the bundled model; 0 = the network at full resolution)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_separate)
+
+
+def _max_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number of pixels, got {text!r}")
+    return int(text)
 
 
 def _run_separate(args) -> int:

@@ -8,7 +8,10 @@ never jumps to another slot mid-video. Files are read and written as their own Y
 
 Frames larger than ``max_size`` are separated at that size and brought back by a guided filter
 (:mod:`centrifuge.guided`): each layer gets the input's fine detail that its small version accounts
-for, not a copy of all of it.
+for, not a copy of all of it. By default (``max_size="auto"``) that size is the scale the model
+trained at: frames whose shortest side is the one its training clips had (1.15 × the crop size),
+where its objects have the size it learned them at (docs/results.md, "The network at its training
+scale").
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import weights_exist
+from .data import RESIZE_FACTOR
 from .colour import ColourSpec, planes_to_rgb, planes_to_rgb_uint8, rgb_to_planes
 from .devices import autocast_dtype, resolve_device, use_channels_last
 from .guided import apply_coefficients, guided_coefficients
@@ -43,6 +47,8 @@ log = logging.getLogger(__name__)
 # was measurable at 32 or 64 (docs/results.md, "Windows").
 DEFAULT_WINDOW, DEFAULT_OVERLAP = 64, 8
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+AUTO = "auto"  # max_size: the model's training scale (Centrifuge.network_max_size)
+FALLBACK_MAX_SIZE = 256  # max_size "auto" for a model whose training crop size is not recorded
 DEFAULT_MODEL = "default"
 
 
@@ -76,10 +82,11 @@ class Centrifuge:
         torch.Size([8, 40, 50, 3])
     """
 
-    def __init__(self, net: CentrifugeNet, name: str = "custom", precision: str = "auto"):
+    def __init__(self, net: CentrifugeNet, name: str = "custom", precision: str = "auto", training_crop: int | None = None):
         # BatchNorm folded into the convolutions: the same layers, 8-13 % faster (centrifuge bench --levers).
         self.net = fold_batchnorm(net.eval())
         self.name = name
+        self.training_crop = training_crop  # the crop size it trained at, if known: sets max_size "auto"
         self.amp_dtype = autocast_dtype(self.device, precision)
         if use_channels_last(self.device, self.amp_dtype):
             self.net = self.net.to(memory_format=torch.channels_last_3d)
@@ -89,15 +96,28 @@ class Centrifuge:
         """Load the bundled model (``None`` or a bundled name) or a checkpoint folder, run folder or
         ``.safetensors`` file written by ``centrifuge train``. Weights load without pickle."""
         from .checkpoint import CheckpointError
-        from .train import TrainingError, load_trained_model
+        from .train import TrainingError, load_trained_model, model_meta
 
         name_or_path = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
         path = model_path(name_or_path)
         try:
             net = load_trained_model(path, device=resolve_device(device))
-        except (CheckpointError, TrainingError, KeyError, RuntimeError) as e:
+            crop = (model_meta(path).get("train_config") or {}).get("crop_size")
+        except (CheckpointError, TrainingError, KeyError, RuntimeError, OSError, ValueError) as e:
             raise SeparationError(f"{name_or_path}: cannot load the model ({str(e).splitlines()[0][:200]})") from None
-        return cls(net, name=name_or_path)
+        return cls(net, name=name_or_path, training_crop=crop if isinstance(crop, int) and crop > 0 else None)
+
+    def network_max_size(self, height: int, width: int, max_size: int | str | None = AUTO) -> int | None:
+        """The longest side the network sees for ``height`` × ``width`` frames: ``max_size`` as
+        given (None or 0: full resolution), or for ``"auto"`` the training scale: the longest side
+        at which the shortest is ``round(1.15 × crop)``, as the model's training clips were cut
+        (256 when the crop size is unknown). Frames already smaller are not enlarged."""
+        if max_size != AUTO:
+            return max_size or None
+        if self.training_crop is None:
+            return FALLBACK_MAX_SIZE
+        short = round(self.training_crop * RESIZE_FACTOR)
+        return max(short, round(max(height, width) * short / min(height, width)))
 
     @property
     def device(self) -> torch.device:
@@ -108,7 +128,7 @@ class Centrifuge:
         return self.net.num_layers
 
     @torch.inference_mode()
-    def separate_window(self, frames: torch.Tensor, max_size: int | None = None) -> torch.Tensor:
+    def separate_window(self, frames: torch.Tensor, max_size: int | str | None = None) -> torch.Tensor:
         """Separate one window: ``(T, H, W, 3)`` float in [0, 1] → ``(n, T, H, W, 3)`` (unclamped)."""
         planes = frames.to(torch.float32).permute(3, 0, 1, 2)  # (3, T, H, W), RGB
         window = self._run_window([planes[:, t] for t in range(planes.shape[1])], None, max_size)
@@ -124,7 +144,7 @@ class Centrifuge:
         stats = stats or SeparationStats()
         started = time.perf_counter()
         h, w = frames[0][0].shape[-2:]
-        small_size = _network_size(h, w, max_size)
+        small_size = _network_size(h, w, self.network_max_size(h, w, max_size))
         # A few frames at a time: a full-HD window never exists as one full-size tensor.
         chunks = [frames[i : i + 8] for i in range(0, len(frames), 8)]
         small = torch.stack([torch.cat([_resize(torch.stack([f[c] for f in chunk]), small_size) for chunk in chunks]) for c in range(3)])
@@ -141,7 +161,7 @@ class Centrifuge:
         return _Window(layers_rgb.cpu(), small, colour, full_size=small_size == (h, w))
 
     def separate_stream(self, frames: Iterable[np.ndarray], window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP,
-                        max_size: int | None = 256) -> Iterator[np.ndarray]:
+                        max_size: int | str | None = AUTO) -> Iterator[np.ndarray]:
         """Separate a stream of ``(H, W, 3)`` uint8 RGB frames; yields ``(n, H, W, 3)`` float32 layer
         frames in [0, 1], one per input frame, in order. Memory holds about two windows."""
         planes = (torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1) for f in frames)
@@ -150,7 +170,7 @@ class Centrifuge:
 
     @torch.inference_mode()
     def separate_planes(self, frames: Iterable[Sequence[torch.Tensor]], colour: ColourSpec | None, window: int = DEFAULT_WINDOW,
-                        overlap: int = DEFAULT_OVERLAP, max_size: int | None = 256, stats: "SeparationStats | None" = None,
+                        overlap: int = DEFAULT_OVERLAP, max_size: int | str | None = AUTO, stats: "SeparationStats | None" = None,
                         select: Callable[[np.ndarray], Sequence[int]] | None = None) -> Iterator[list[torch.Tensor]]:
         """The streaming core: frames as three uint8 planes (RGB when ``colour`` is None, else the
         file's Y'CbCr, chroma at half size) → per frame, three float planes ``(n, H_p, W_p)`` in code
@@ -411,7 +431,7 @@ def separate_file(
     all_layers: bool = False,
     window: int = DEFAULT_WINDOW,
     overlap: int = DEFAULT_OVERLAP,
-    max_size: int | None = 256,
+    max_size: int | str | None = AUTO,
     force: bool = False,
     progress: bool = True,
 ) -> SeparationReport:
@@ -421,6 +441,7 @@ def separate_file(
 
     path = Path(path)
     info = probe(path)
+    max_size = model.network_max_size(info.height, info.width, max_size)  # recorded in info.json as a number
     out_root = Path(out_root)
     folder = (out_root / safe_stem(path)).resolve()
     if out_root.resolve() not in folder.parents:

@@ -774,7 +774,7 @@ def export_model(source: str | os.PathLike, destination: str | os.PathLike, half
     if destination.suffix != ".safetensors":
         raise TrainingError(f"{destination}: the exported model must be a .safetensors file")
     model = load_trained_model(source)
-    meta = _source_meta(source)
+    meta = model_meta(source)
     if calibration is not None:
         extra = {**(extra or {}), "batchnorm_calibration": _calibrate(model, meta.get("train_config"), calibration, source)}
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
@@ -791,8 +791,12 @@ def export_model(source: str | os.PathLike, destination: str | os.PathLike, half
     return destination
 
 
-def _source_meta(source: Path) -> dict:
-    """What a run folder, checkpoint folder or exported ``.safetensors`` records about its model."""
+def model_meta(source: str | os.PathLike) -> dict:
+    """What a run folder, checkpoint folder or exported ``.safetensors`` (or its shard index)
+    records about its model: ``model_config``, ``train_config``…; ``{}`` when nothing is recorded."""
+    source = Path(source)
+    if source.name.endswith(".safetensors" + INDEX_SUFFIX):
+        source = source.with_name(source.name[: -len(INDEX_SUFFIX)])
     checkpoint = latest_valid_checkpoint(source / "checkpoints") if (source / "checkpoints").is_dir() else source
     if checkpoint is not None and checkpoint.is_dir():
         return read_meta(checkpoint)
@@ -807,7 +811,7 @@ def load_calibrated_model(source: str | os.PathLike, calibration: "Calibration",
     at. Nothing is written; the source is left as it was."""
     source = Path(source)
     model = load_trained_model(source)
-    _calibrate(model, _source_meta(source).get("train_config"), calibration, source)
+    _calibrate(model, model_meta(source).get("train_config"), calibration, source)
     return model.to(device).eval()
 
 

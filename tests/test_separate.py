@@ -133,6 +133,27 @@ def test_the_cli_defaults_are_the_apis_and_a_64_frame_clip_is_computed_once():
     assert work_per_frame(64) == 1.0 and work_per_frame(100_000) <= 1.15
 
 
+def test_the_network_sees_frames_at_the_scale_the_model_trained_at_unless_told_otherwise(bundled):
+    """``max_size="auto"`` (the default): a model trained on 64-px crops cut from frames whose
+    shortest side was 74 px sees every video at that scale, where its objects have the size it
+    learned them at (docs/results.md, "The network at its training scale"); a number is obeyed."""
+    from centrifuge.cli import build_parser
+
+    assert bundled.training_crop == 64  # read from the bundled model's record of its training
+    assert bundled.network_max_size(720, 1280) == 132 and bundled.network_max_size(1280, 720) == 132
+    assert bundled.network_max_size(720, 1280, 256) == 256 and bundled.network_max_size(720, 1280, 0) is None
+    assert Centrifuge(bundled.net).network_max_size(720, 1280) == 256  # nothing recorded: the old default
+    seen = []
+    spy = OracleNet(lambda clip: seen.append(tuple(clip.shape[-2:])) or clip.unsqueeze(1).expand(-1, 2, -1, -1, -1, -1))
+    model = Centrifuge(spy, name="spy", precision="fp32", training_crop=64)
+    frames = np.random.default_rng(0).integers(0, 256, (8, 148, 200, 3), np.uint8)
+    assert len(list(model.separate_stream(iter(frames), window=8, overlap=2))) == 8 and seen == [(74, 100)]
+    list(model.separate_stream(iter(frames), window=8, overlap=2, max_size=0))
+    assert seen[-1] == (148, 200)
+    assert build_parser().parse_args(["separate", "x.mp4"]).max_size == "auto"
+    assert build_parser().parse_args(["separate", "x.mp4", "--max-size", "96"]).max_size == 96
+
+
 def test_the_weights_of_overlapping_windows_follow_how_central_a_frame_is():
     from centrifuge.separate import _triangle
 
