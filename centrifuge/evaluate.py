@@ -161,8 +161,7 @@ def benchmark_pairs(data: str, num_pairs: int = 24, num_frames: int = 32, size: 
 @torch.no_grad()
 def score_model(model: CentrifugeNet, name: str, pairs: torch.Tensor, batch_size: int = 2) -> BenchmarkRow:
     """PIT loss, identity loss, PSNR and SSIM of the matched layers of one model on fixed pairs (α = 0.5)."""
-    predict = _direct(model)
-    return score_outputs(name, pairs, lambda blend, layers: predict(blend, layers).float(), batch_size, next(model.parameters()).device)
+    return score_outputs(name, pairs, _direct(model), batch_size, next(model.parameters()).device)
 
 
 @torch.no_grad()
@@ -390,8 +389,7 @@ def run_held_back_benchmark(models: Sequence[tuple[str, CentrifugeNet]], videos_
     results = {}
     for kind, (pairs, groups) in held_back_kinds(videos_dir, num_pairs, photo_pairs, num_frames, size, seed).items():
         results[kind] = [identity_row(pairs), *colour_split_rows(pairs)] + [
-            score_model(model, name, pairs) if not network_size or network_size >= size
-            else score_outputs(name, pairs, separated_at(model, network_size), device=next(model.parameters()).device)
+            score_outputs(name, pairs, _predictor(model, network_size, size), device=next(model.parameters()).device)
             for name, model in models]
         for row in results[kind]:
             row.pair_groups = groups
@@ -484,8 +482,7 @@ def plot_separations(models: Sequence[tuple[str, CentrifugeNet]], pairs: torch.T
     columns = 3 + 2 * len(models)
     fig, axes = plt.subplots(len(pairs), columns, figsize=(1.5 * columns, 1.55 * len(pairs) + 0.3), squeeze=False)
     t = pairs.shape[3] // 2 if frame is None else frame
-    small = network_size and network_size < pairs.shape[-1]
-    predictors = [separated_at(model, network_size) if small else _direct(model) for _, model in models]
+    predictors = [_predictor(model, network_size, pairs.shape[-1]) for _, model in models]
     titles = ["blend", "layer 1", "layer 2"] + [f"{name[-18:]}\n{k}" for name, _ in models for k in ("→ 1", "→ 2")]
     for row, layers in zip(axes, pairs):
         blend = blend_layers(layers[None], 0.5)
@@ -508,7 +505,13 @@ def plot_separations(models: Sequence[tuple[str, CentrifugeNet]], pairs: torch.T
 def _direct(model: CentrifugeNet):
     model.eval()
     device = next(model.parameters()).device
-    return lambda blend, layers: model(blend.to(device))
+    return lambda blend, layers: model(blend.to(device)).float()
+
+
+def _predictor(model: CentrifugeNet, network_size: int | None, size: int):
+    """The model on the blend as it is, or through :func:`separated_at` when ``network_size`` is
+    below the clips' ``size``."""
+    return separated_at(model, network_size) if network_size and network_size < size else _direct(model)
 
 
 def ranks_above_noise(candidate: BenchmarkRow, current: BenchmarkRow) -> bool:

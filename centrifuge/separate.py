@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import weights_exist
-from .data import RESIZE_FACTOR
 from .colour import ColourSpec, planes_to_rgb, planes_to_rgb_uint8, rgb_to_planes
+from .data import RESIZE_FACTOR
 from .devices import autocast_dtype, resolve_device, use_channels_last
 from .guided import apply_coefficients, guided_coefficients
 from .losses import best_assignment, pairwise_loss_matrix

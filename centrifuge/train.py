@@ -738,9 +738,7 @@ def _load_initial_weights(model: CentrifugeNet, source: str) -> None:
 def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> CentrifugeNet:
     """Rebuild a model from a checkpoint folder, a run folder (its latest checkpoint) or a
     ``.safetensors`` file with a ``.json`` of the same name beside it. Never unpickles."""
-    path = Path(path)
-    if path.name.endswith(".safetensors" + INDEX_SUFFIX):  # the index of a sharded model names the model
-        path = path.with_name(path.name[: -len(INDEX_SUFFIX)])
+    path = _named_model(path)
     if path.is_dir() and (path / "checkpoints").is_dir():
         latest = latest_valid_checkpoint(path / "checkpoints")
         if latest is None:
@@ -791,12 +789,16 @@ def export_model(source: str | os.PathLike, destination: str | os.PathLike, half
     return destination
 
 
+def _named_model(path: str | os.PathLike) -> Path:
+    """The model a path names: the index of a sharded model names ``X.safetensors``."""
+    path = Path(path)
+    return path.with_name(path.name[: -len(INDEX_SUFFIX)]) if path.name.endswith(".safetensors" + INDEX_SUFFIX) else path
+
+
 def model_meta(source: str | os.PathLike) -> dict:
     """What a run folder, checkpoint folder or exported ``.safetensors`` (or its shard index)
     records about its model: ``model_config``, ``train_config``…; ``{}`` when nothing is recorded."""
-    source = Path(source)
-    if source.name.endswith(".safetensors" + INDEX_SUFFIX):
-        source = source.with_name(source.name[: -len(INDEX_SUFFIX)])
+    source = _named_model(source)
     checkpoint = latest_valid_checkpoint(source / "checkpoints") if (source / "checkpoints").is_dir() else source
     if checkpoint is not None and checkpoint.is_dir():
         return read_meta(checkpoint)
