@@ -5,18 +5,27 @@
 # BUDGET=SECONDS sets the training time (default 390, which keeps the whole command under 9 minutes);
 # GPU_SET="key=value ..." adds training overrides (e.g. "model.output=symmetric model.input_skip=false model.width=0.35");
 # ARMS="name:key=value ...;name:..." runs up to 3 such runs side by side (each into OUTDIR/name).
+# INFERENCE=0 skips the timings after training (a short second call spends its seconds on training),
+# e.g. continuing a returned model: GPU_SET="init_weights=$PWD/.gpu-data/models/NAME/model.safetensors ...".
 set -euo pipefail
 OUTDIR=${1:?usage: scripts/gpu_train.sh OUTDIR}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
+SITE=${AV_SITE:-/tmp/centrifuge-site}  # where PyAV is unpacked when this Python lacks it
 if ! "$PY" -c 'import av' 2>/dev/null; then
   wheel=$(ls "$ROOT"/.whl/av-*.whl 2>/dev/null | head -1 || true)
-  if [ -z "$wheel" ]; then echo "gpu_train: PyAV is missing and no wheel is in .whl/ (run scripts/gpu_prepare.sh here first)" >&2; exit 1; fi
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/centrifuge-site "$wheel"
-  export PYTHONPATH=/tmp/centrifuge-site${PYTHONPATH:+:$PYTHONPATH}
+  if [ -f "$ROOT/.whl/av-site.tar.xz" ]; then  # the wheel's files repacked by gpu_prepare.sh: 10 MiB less to carry
+    mkdir -p "$SITE" && tar -xJf "$ROOT/.whl/av-site.tar.xz" -C "$SITE"
+  elif [ -n "$wheel" ]; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$wheel"
+  else
+    echo "gpu_train: PyAV is missing and .whl/ holds neither av-site.tar.xz nor a wheel (run scripts/gpu_prepare.sh here first)" >&2; exit 1
+  fi
+  export PYTHONPATH="$SITE"${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 smoke=(); if [ "${SMOKE:-0}" = 1 ]; then smoke=(--smoke); fi
+if [ "${INFERENCE:-1}" = 0 ]; then smoke+=(--no-inference); fi
 if [ -z "${ARMS:-}" ]; then
   run_dir=(); if [ "${SMOKE:-0}" = 1 ]; then run_dir=(--run-dir "$OUTDIR/.run"); fi
   exec "$PY" "$ROOT/scripts/gpu_train.py" "$OUTDIR" "${smoke[@]}" "${run_dir[@]}"

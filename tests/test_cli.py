@@ -243,6 +243,40 @@ def test_the_gpu_script_smoke_run_trains_and_returns_a_model_on_the_cpu(tmp_path
     assert not (tmp_path / "out" / "model.safetensors").exists() and not list((tmp_path / "out").glob("*.tmp"))
 
 
+def test_the_gpu_script_unpacks_the_repacked_pyav_when_its_python_lacks_it(tmp_path):
+    """On the GPU machine (no PyAV, no internet) ``gpu_train.sh`` unpacks ``.whl/av-site.tar.xz``
+    (what ``gpu_prepare.sh`` carries: 10 MiB less than the wheel) and puts it on the path of the
+    training script; ``INFERENCE=0`` hands the script ``--no-inference``. A stand-in training script
+    and a stand-in ``av`` keep this to the shell's part; ``python -S`` hides this venv's PyAV."""
+    import tarfile
+
+    root = Path(__file__).resolve().parents[1]
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    (checkout / "scripts" / "gpu_train.sh").write_text((root / "scripts" / "gpu_train.sh").read_text())
+    (checkout / "scripts" / "gpu_train.py").write_text(
+        "import sys, av\nopen(sys.argv[1] + '.txt', 'w').write(av.__file__ + '\\n' + ' '.join(sys.argv[2:]))\n")
+    (tmp_path / "fake" / "av").mkdir(parents=True)
+    (tmp_path / "fake" / "av" / "__init__.py").write_text("")
+    (checkout / ".whl").mkdir()
+    with tarfile.open(checkout / ".whl" / "av-site.tar.xz", "w:xz") as tar:
+        tar.add(tmp_path / "fake" / "av", arcname="av")
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+    python.chmod(0o755)
+    site = tmp_path / "site"
+    result = subprocess.run(["bash", str(checkout / "scripts" / "gpu_train.sh"), str(tmp_path / "out")], capture_output=True, text=True,
+                            env={**ENV, "PYTHON": str(python), "AV_SITE": str(site), "INFERENCE": "0"}, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    where, args = (tmp_path / "out.txt").read_text().splitlines()
+    assert Path(where).parent.parent == site and args.split() == ["--no-inference"]
+
+    (checkout / ".whl" / "av-site.tar.xz").unlink()
+    missing = subprocess.run(["bash", str(checkout / "scripts" / "gpu_train.sh"), str(tmp_path / "again")], capture_output=True,
+                             text=True, env={**ENV, "PYTHON": str(python), "AV_SITE": str(tmp_path / "site2")}, timeout=60)
+    assert missing.returncode == 1 and "gpu_prepare.sh" in missing.stderr and "Traceback" not in missing.stderr
+
+
 def test_the_gpu_script_runs_arms_side_by_side_each_returning_a_model_with_its_report(tmp_path):
     """``ARMS=...`` trains several configurations at once on the one GPU; each arm returns two files
     (the limit on files coming back is 8), its report inside ``model.json``. An arm whose settings
