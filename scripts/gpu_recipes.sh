@@ -5,7 +5,8 @@
 # arm's steps moved it by 0.001; the CPU's session-19 recipe (64-px crops of 16 frames, alpha 0.5,
 # scikit-image photographs, no blur/dim layers, the bundled architecture) reached 0.694 with the
 # exclusion term and 0.725 without, scored with the network at 64 px (docs/results.md, "The network
-# at its training scale"). Does that recipe keep improving with 10-20x its CPU compute?
+# at its training scale"). Does that recipe keep improving with many times its CPU clips (the CPU model saw 23 k; planning
+# makes about 190 clips/s per worker here, 7 workers per arm there, so the GPU sets the pace)?
 # - x64: that recipe with exclusion_weight=0.1 (session 19's 0.694 model, from scratch);
 # - c64: the same without the term (the control).
 # Both keep the bundled model's shapes (width 0.25, no channel rounding), so a winner ships as is.
