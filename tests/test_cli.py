@@ -85,6 +85,7 @@ def test_bad_training_options_are_one_line(tmp_path):
     assert_one_line_error(run_cli("train", "--preset", "nope", "-o", str(tmp_path / "r")), "unknown preset")
     assert_one_line_error(run_cli("train", "--preset", "tiny", "--data", str(tmp_path / "none.mp4"), "-o", str(tmp_path / "r")), "no such video")
     assert_one_line_error(run_cli("separate", str(tmp_path / "x.mp4"), "--model", str(tmp_path / "nomodel")), "no such model")
+    assert_one_line_error(run_cli("separate", str(tmp_path / "x.mp4"), "--encoder-preset", "warp"), "--encoder-preset", "ultrafast")
     assert_one_line_error(run_cli("train", "--preset", "tiny", "--set", "ordered_weight=2", "-o", str(tmp_path / "weighted")), "ordered_weight")
     assert_one_line_error(run_cli("train", "--preset", "tiny", "--set", "ordered_contrast=1", "-o", str(tmp_path / "weighted")), "ordered_contrast")
     assert not (tmp_path / "weighted").exists()  # refused before a run folder is made

@@ -128,8 +128,10 @@ def test_the_cli_defaults_are_the_apis_and_a_64_frame_clip_is_computed_once():
     from centrifuge.cli import build_parser
     from centrifuge.separate import DEFAULT_OVERLAP, DEFAULT_WINDOW, work_per_frame
 
+    from centrifuge.video import DEFAULT_PRESET
+
     args = build_parser().parse_args(["separate", "x.mp4"])
-    assert (args.window, args.overlap) == (DEFAULT_WINDOW, DEFAULT_OVERLAP)
+    assert (args.window, args.overlap, args.encoder_preset) == (DEFAULT_WINDOW, DEFAULT_OVERLAP, DEFAULT_PRESET)
     assert work_per_frame(64) == 1.0 and work_per_frame(100_000) <= 1.15
 
 
@@ -248,6 +250,21 @@ def test_separate_file_writes_layers_report_and_audio_and_never_touches_the_inpu
     assert tuple(report.pair) == centrifuge.most_distant_pair(torch.from_numpy(layers))
     assert _sha(source) == before
     assert not any(p.name.endswith(".partial") for p in (tmp_path / "out").iterdir())
+
+
+def test_the_encoder_preset_reaches_x264_for_every_video_written(bundled, tmp_path):
+    """x264 writes the options it encoded with into the stream: ``ultrafast`` turns CABAC off, the
+    default ``veryfast`` keeps it on. An unknown preset is refused before anything is written."""
+    source = write_video(tmp_path / "clip.mp4", moving_frames(12, 40, 48))
+    for preset, cabac in (("ultrafast", b"cabac=0"), ("veryfast", b"cabac=1")):
+        report = separate_file(bundled, source, tmp_path / preset, window=12, overlap=4, progress=False, encoder_preset=preset)
+        for name in ("layer1.mp4", "layer2.mp4"):
+            assert cabac in (report.folder / name).read_bytes(), (preset, name)
+            assert probe(report.folder / name).num_frames == 12
+        assert json.loads((report.folder / "info.json").read_text())["encoder_preset"] == preset
+    with pytest.raises(SeparationError, match="encoder preset"):
+        separate_file(bundled, source, tmp_path / "bad", encoder_preset="warp", progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_existing_output_is_not_overwritten_without_force(bundled, tmp_path):
