@@ -274,3 +274,25 @@ def test_scoring_through_separate_at_a_smaller_network_size_hands_back_full_size
     row = score_outputs("tiny at 24", pairs, separated_at(model, 24))
     assert row.count == 2 and row.ratio > 0 and row.ratio != pytest.approx(score_model(model, "tiny", pairs).ratio)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_written_pair_is_scored_without_the_answer_while_the_headline_lets_it_choose():
+    """With n > 2 outputs the permutation-invariant loss picks the best two with the answer's help;
+    ``separate`` writes the two most distant ones. Four outputs, two of them the true layers and two
+    far-apart wrong ones (black and white): the headline is perfect, the written pair is the wrong
+    two, and the table says both."""
+    from centrifuge.evaluate import format_table, identity_row, score_outputs
+
+    pairs = torch.rand(3, 2, 3, 4, 16, 16) * 0.5 + 0.25
+
+    def predict(blend, layers):
+        return torch.cat([layers, torch.zeros_like(layers[:, :1]), torch.ones_like(layers[:, :1])], 1)
+
+    row = score_outputs("four outputs", pairs, predict)
+    assert row.ratio == pytest.approx(0.0, abs=1e-6)
+    assert row.written_ratio > 1.0 and row.written_ratio_se > 0  # black and white: worse than the blend itself
+    assert row.to_dict()["written_ratio"] == pytest.approx(row.written_ratio)
+    two = score_outputs("two outputs", pairs, lambda blend, layers: layers)
+    assert two.written_loss != two.written_loss  # nothing to choose between: no separate figure
+    text = format_table([identity_row(pairs), row, two])
+    assert "written" in text and f"{row.written_ratio:8.3f}" in text
