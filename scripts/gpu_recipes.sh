@@ -14,9 +14,10 @@
 #   two: for the bundled model 0.814 against 0.750, for session 21's excl10 0.866 against 0.748
 #   (evaluate's "written" column). With two outputs there is nothing to choose: does the pair a
 #   user gets improve?
-# Both keep the bundled model's shapes (width 0.25, no channel rounding), so a winner ships as is.
-# Score with the network at 64 px: centrifuge evaluate default OUT/x64/model.safetensors
-# OUT/c64/model.safetensors --network-size 64 --calibrate 64 --benchmark held-back ...
+# x64 and c64 keep the bundled model's shapes (width 0.25, no channel rounding), so a winner ships as
+# is; x64n2 differs only in its output count. Score with the network at 64 px and read the written
+# column: centrifuge evaluate default OUT/x64/model.safetensors OUT/c64/model.safetensors
+# OUT/x64n2/model.safetensors --network-size 64 --calibrate 64 --benchmark held-back ...
 #   device run, carry [".whl", ".gpu-data"], timeout ~590:  bash scripts/gpu_recipes.sh $OUT
 #   bash scripts/gpu_recipes.sh --print-arms   prints the arms (a test checks each builds and that
 #   what they return fits the 8 files that come back).
