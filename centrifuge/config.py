@@ -31,6 +31,9 @@ class TrainConfig:
         exclusion_until: the share of the run (of ``time_budget``, else of ``steps``) at which that
             weight has fallen linearly to 0; None keeps it. Continuations without the term
             brought the darker and lighter copies back (docs/results.md, "The exclusion term").
+        written_weight: weight of Eq. 2 on the two outputs ``separate`` writes, the most distant
+            pair (``losses.written_pair_losses``; not in the paper). With n > 2 outputs Eq. 2 lets
+            the answer pick the best two, and the pair a user gets drifts away from it with training.
         lr_milestones / lr_values: piecewise-constant learning rate: ``lr_values[i]`` from step
             ``lr_milestones[i]`` on.
         precision: ``auto`` (bf16 autocast where the hardware has fast bf16, else fp32), ``fp32``, ``bf16``.
@@ -86,6 +89,7 @@ class TrainConfig:
     ordered_contrast: float = 0.0
     exclusion_weight: float = 0.0
     exclusion_until: float | None = None
+    written_weight: float = 0.0
     grad_clip: float | None = 5.0
     precision: str = "auto"
     workers: int = 2

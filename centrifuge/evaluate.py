@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import LayerPairs, blend_layers
-from .losses import diversity, identity_outputs, most_distant_pair, pit_loss, reconstruction_loss
+from .losses import diversity, identity_outputs, most_distant_pairs, pit_loss, reconstruction_loss
 from .models import CentrifugeNet, build_model
 
 
@@ -46,6 +46,7 @@ class BenchmarkRow:
     # permutation-invariant loss): with n > 2 the headline is an oracle's choice, this is the product's.
     written_loss: float = float("nan")
     written_ratio_se: float = float("nan")
+    pair_written_losses: list[float] = field(default_factory=list)  # per pair, for paired comparisons
 
     @property
     def ratio(self) -> float:
@@ -61,7 +62,8 @@ class BenchmarkRow:
                 "ssim_blend": self.ssim_blend, "worse_than_identity": self.worse, "pairs": self.count,
                 "other_scene_detail": self.other_detail, "seconds": self.seconds,
                 "pair_losses": self.pair_losses, "pair_identities": self.pair_identities, "pair_groups": self.pair_groups,
-                "written_ratio": self.written_ratio, "written_ratio_se": self.written_ratio_se}
+                "written_ratio": self.written_ratio, "written_ratio_se": self.written_ratio_se,
+                "pair_written_losses": self.pair_written_losses}
 
 
 def ratio_standard_error(losses: torch.Tensor, identities: torch.Tensor) -> float:
@@ -202,13 +204,15 @@ def score_outputs(name: str, pairs: torch.Tensor, predict, batch_size: int = 2, 
                        mean(others), loss.tolist(), identity.tolist())
     if written:
         row.written_loss, row.written_ratio_se = mean(written), ratio_standard_error(torch.cat(written), identity)
+        row.pair_written_losses = torch.cat(written).tolist()
     return row
 
 
 def written_pair(outputs: torch.Tensor) -> torch.Tensor:
     """``(B, n, C, T, H, W)`` → ``(B, 2, …)``: per example the two outputs ``separate`` would write
     (the most distant pair)."""
-    return torch.stack([outputs[b, list(most_distant_pair(outputs[b]))] for b in range(outputs.shape[0])])
+    pairs = most_distant_pairs(outputs)
+    return outputs[torch.arange(len(outputs), device=outputs.device).unsqueeze(1), pairs]
 
 
 def separated_at(model: CentrifugeNet, network_size: int):
@@ -318,15 +322,18 @@ def format_table(rows: Sequence[BenchmarkRow]) -> str:
     return "\n".join(lines) + notes + format_paired(rows)
 
 
-def paired_difference(candidate: BenchmarkRow, reference: BenchmarkRow) -> tuple[float, float, int]:
+def paired_difference(candidate: BenchmarkRow, reference: BenchmarkRow, written: bool = False) -> tuple[float, float, int]:
     """``candidate.ratio − reference.ratio`` on the same pairs, its standard error over pairs (the
     pairs' own difficulty cancels, so it is far smaller than either row's), and on how many pairs
-    the candidate's loss is lower."""
+    the candidate's loss is lower; with ``written``, of the written pair's ratio."""
     if candidate.pair_identities != reference.pair_identities or not candidate.pair_losses:
         raise ValueError("paired comparison needs two rows scored on the same pairs")
-    a, b = torch.tensor(candidate.pair_losses), torch.tensor(reference.pair_losses)
+    if written:
+        a, b = torch.tensor(candidate.pair_written_losses), torch.tensor(reference.pair_written_losses)
+    else:
+        a, b = torch.tensor(candidate.pair_losses), torch.tensor(reference.pair_losses)
     identity = torch.tensor(candidate.pair_identities)
-    return candidate.ratio - reference.ratio, ratio_standard_error(a - b, identity), int((a < b).sum())
+    return float((a.mean() - b.mean()) / identity.mean()), ratio_standard_error(a - b, identity), int((a < b).sum())
 
 
 def _model_rows(rows: Sequence[BenchmarkRow]) -> list[BenchmarkRow]:
@@ -345,6 +352,10 @@ def format_paired(rows: Sequence[BenchmarkRow]) -> str:
             difference, se, better = paired_difference(row, reference)
             lines.append(f"paired, {row.name[-40:]} vs {reference.name[-40:]}: ratio {difference:+.3f} ± {se:.3f}, "
                          f"lower loss on {better}/{row.count} pairs")
+            if row.pair_written_losses and reference.pair_written_losses:
+                difference, se, better = paired_difference(row, reference, written=True)
+                lines.append(f"paired, {row.name[-40:]} vs {reference.name[-40:]}: written {difference:+.3f} ± {se:.3f}, "
+                             f"lower loss on {better}/{row.count} pairs")
     return "".join("\n" + line for line in lines)
 
 

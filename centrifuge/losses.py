@@ -168,6 +168,7 @@ def pit_loss(
     ordered_weight: float = 0.0,
     ordered_contrast: float = 0.0,
     exclusion_weight: float = 0.0,
+    written_weight: float = 0.0,
 ) -> PITResult:
     """Eq. 2: the minimum over injective assignments of the summed per-target losses.
 
@@ -191,6 +192,8 @@ def pit_loss(
         exclusion_weight: weight of ``exclusion_loss`` between the matched outputs (not in the
             paper): an edge in both outputs is penalised, which a darker and a lighter copy of the
             blend, with every edge in both, cannot avoid.
+        written_weight: weight of ``written_pair_losses``, Eq. 2 on the two outputs ``separate``
+            writes (not in the paper; k = 2): it ties the pair a user gets to the answer.
 
     Example:
         >>> targets = torch.rand(2, 2, 3, 4, 8, 8)
@@ -240,6 +243,8 @@ def pit_loss(
         picked = _matched_outputs(outputs, assignment)
         pairs = [exclusion_loss(picked[:, i], picked[:, j]) for i in range(k) for j in range(i + 1, k)]
         loss = loss + exclusion_weight * torch.stack(pairs).mean()
+    if written_weight:
+        loss = loss + written_weight * written_pair_losses(outputs, targets).mean()
     return PITResult(loss=loss, per_example=per_example, assignment=assignment, costs=costs)
 
 
@@ -304,23 +309,42 @@ def identity_outputs(blend: torch.Tensor, k: int = 2) -> torch.Tensor:
     return blend.unsqueeze(1).expand(-1, k, *blend.shape[1:])
 
 
-def most_distant_pair(layers: torch.Tensor) -> tuple[int, int]:
-    """The two outputs farthest apart in pixel space (mean absolute difference): the paper's
-    test-time choice of two layers out of n.
+def most_distant_pairs(layers: torch.Tensor) -> torch.Tensor:
+    """Per example, the two outputs farthest apart in pixel space (mean absolute difference): the
+    paper's test-time choice of two layers out of n, and what ``separate`` writes. Ties go to the
+    first pair in (0, 1), (0, 2), …, (1, 2), … order.
 
     Args:
-        layers: ``(n, ...)`` one example's layers (any layout after the first dimension).
+        layers: ``(B, n, ...)``.
     Returns:
-        ``(i, j)`` with i < j.
+        ``(B, 2)`` long, ``i < j`` in each row; chosen without gradient.
     """
-    n = layers.shape[0]
+    n = layers.shape[1]
     if n < 2:
         raise ValueError("need at least two layers")
-    flat = layers.reshape(n, -1).float()
-    best, pair = -1.0, (0, 1)
-    for i in range(n):
-        for j in range(i + 1, n):
-            d = float((flat[i] - flat[j]).abs().mean())
-            if d > best:
-                best, pair = d, (i, j)
-    return pair
+    pairs = list(itertools.combinations(range(n), 2))
+    with torch.no_grad():
+        flat = layers.reshape(*layers.shape[:2], -1)
+        distances = torch.stack([(flat[:, i].float() - flat[:, j].float()).abs().mean(dim=1) for i, j in pairs], dim=1)
+    return torch.tensor(pairs, dtype=torch.long, device=layers.device)[distances.argmax(dim=1)]
+
+
+def most_distant_pair(layers: torch.Tensor) -> tuple[int, int]:
+    """``most_distant_pairs`` of one example: ``layers`` ``(n, ...)`` → ``(i, j)`` with i < j."""
+    i, j = most_distant_pairs(layers.unsqueeze(0))[0].tolist()
+    return i, j
+
+
+def written_pair_losses(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Eq. 2 restricted to the two outputs ``separate`` would write (``most_distant_pairs``), with
+    gradient through them: ``(B,)``. Under Eq. 2 alone, with n > 2 outputs, the answer picks the
+    best two; the outputs it does not pick are free, and the most distant pair can end a darker and
+    a lighter copy of the blend that the answer rarely picks but a user always gets."""
+    _check_layout(outputs, "outputs")
+    if targets.shape[1] != 2:
+        raise ValueError(f"the written pair is two layers; got {targets.shape[1]} targets")
+    pairs = most_distant_pairs(outputs)
+    picked = outputs[torch.arange(len(outputs), device=outputs.device).unsqueeze(1), pairs]
+    with torch.no_grad():
+        assignment = best_assignment(pairwise_loss_matrix(picked, targets))
+    return _matched_losses(picked, targets, assignment).sum(dim=1)

@@ -360,7 +360,8 @@ def train_step(
     result = pit_loss(outputs.float(), layers, blend=blend, alpha=alpha,
                       recomposition_weight=config.recomposition_weight, diversity_weight=config.diversity_weight,
                       ordered_weight=config.ordered_weight, ordered_contrast=config.ordered_contrast,
-                      exclusion_weight=config.exclusion_weight if exclusion_weight is None else exclusion_weight)
+                      exclusion_weight=config.exclusion_weight if exclusion_weight is None else exclusion_weight,
+                      written_weight=config.written_weight)
     optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     applied, grad_norm = _all_finite(result.loss.detach(), model, ddp)

@@ -292,6 +292,11 @@ def test_the_written_pair_is_scored_without_the_answer_while_the_headline_lets_i
     assert row.ratio == pytest.approx(0.0, abs=1e-6)
     assert row.written_ratio > 1.0 and row.written_ratio_se > 0  # black and white: worse than the blend itself
     assert row.to_dict()["written_ratio"] == pytest.approx(row.written_ratio)
+    assert len(row.pair_written_losses) == 3 and sum(row.pair_written_losses) / 3 == pytest.approx(row.written_loss)
+    # two models on the same pairs are compared pair by pair on the written pair too
+    swapped = score_outputs("true layers written", pairs, lambda blend, layers: torch.cat([layers, blend.unsqueeze(1).expand_as(layers)], 1))
+    assert swapped.written_ratio == pytest.approx(0.0, abs=1e-6)
+    assert f"written {swapped.written_ratio - row.written_ratio:+.3f}" in format_table([identity_row(pairs), row, swapped])
     two = score_outputs("two outputs", pairs, lambda blend, layers: layers)
     assert two.written_loss != two.written_loss  # nothing to choose between: no separate figure
     text = format_table([identity_row(pairs), row, two])

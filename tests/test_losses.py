@@ -10,11 +10,13 @@ from centrifuge.losses import (
     identity_outputs,
     layer_speed,
     most_distant_pair,
+    most_distant_pairs,
     pairwise_loss_matrix,
     pit_loss,
     reconstruction_loss,
     speed_assignment,
     speed_contrast,
+    written_pair_losses,
 )
 
 
@@ -251,3 +253,54 @@ def test_exclusion_weight_adds_the_term_between_matched_outputs_and_its_gradient
         exclusion_loss(outputs[:, 0], outputs[:, 1]).sum().backward()
         optimiser.step()
     assert float(exclusion_loss(outputs[:, 0], outputs[:, 1])) < 0.8 * start
+
+
+def test_most_distant_pairs_agree_with_a_search_of_every_pair():
+    torch.manual_seed(3)
+    layers = torch.rand(6, 4, 3, 2, 5, 5) * torch.rand(6, 4, 1, 1, 1, 1) * 2
+    pairs = most_distant_pairs(layers)
+    for b in range(len(layers)):
+        distance = {(i, j): float((layers[b, i] - layers[b, j]).abs().mean()) for i, j in itertools.combinations(range(4), 2)}
+        assert tuple(pairs[b].tolist()) == max(distance, key=distance.get)
+        assert most_distant_pair(layers[b]) == tuple(pairs[b].tolist())
+
+
+def test_written_pair_losses_score_the_most_distant_pair_even_where_eq2_picks_another():
+    torch.manual_seed(0)
+    targets = torch.rand(1, 2, 3, 2, 6, 6)
+    blend = targets.mean(dim=1)
+    # outputs 2 and 3 are the true layers; 0 and 1 a darker and a lighter copy of the blend,
+    # farther apart than the true layers are
+    outputs = torch.stack([0.1 * blend, blend + 0.8, targets[:, 1], targets[:, 0]], dim=1)
+    assert most_distant_pair(outputs[0]) == (0, 1)
+    assert float(pit_loss(outputs, targets).loss) == pytest.approx(0.0, abs=1e-6)  # the answer picks 2 and 3
+    written = written_pair_losses(outputs, targets)
+    assert float(written[0]) == pytest.approx(float(pit_loss(outputs[:, :2], targets).per_example[0]), rel=1e-6)
+    assert float(written[0]) > 0.1
+    with_term = pit_loss(outputs, targets, written_weight=0.5)
+    assert float(with_term.loss) == pytest.approx(0.5 * float(written[0]), rel=1e-5)
+    assert float(with_term.per_example[0]) == pytest.approx(0.0, abs=1e-6)  # Eq. 2 is still reported alone
+
+
+def test_written_weight_pulls_the_written_pair_onto_the_layers_that_eq2_alone_leaves_free():
+    torch.manual_seed(1)
+    targets = torch.rand(2, 2, 3, 2, 8, 8)
+    blend = targets.mean(dim=1)
+
+    def trained(written_weight: float) -> torch.Tensor:
+        # two outputs start near the true layers, two as an extreme darker and lighter copy
+        start = torch.stack([targets[:, 0] + 0.05, targets[:, 1] - 0.05, 0.1 * blend, blend + 0.9], dim=1)
+        outputs = start.clone().requires_grad_(True)
+        optimiser = torch.optim.Adam([outputs], lr=0.02)
+        for _ in range(60):
+            optimiser.zero_grad()
+            pit_loss(outputs, targets, written_weight=written_weight).loss.backward()
+            optimiser.step()
+        return outputs.detach()
+
+    plain, tied = trained(0.0), trained(1.0)
+    # Eq. 2 alone never touches the copies, which stay the pair a user gets
+    assert float(written_pair_losses(plain, targets).mean()) > 0.5
+    # the term moves the written pair onto the layers (or makes the layers the most distant pair)
+    assert float(written_pair_losses(tied, targets).mean()) < 0.5 * float(written_pair_losses(plain, targets).mean())
+    assert float(pit_loss(tied, targets).loss) < 0.1

@@ -309,6 +309,10 @@ def test_the_logged_loss_is_the_pit_loss_apart_from_extra_terms(tmp_path):
     train(quick_config("steps=2", "exclusion_weight=0.5"), tmp_path / "excl", progress=False)
     records = [json.loads(line) for line in (tmp_path / "excl" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["objective"] > r["loss"] for r in records if "loss" in r)  # the exclusion term adds
+    # the written pair's Eq. 2 is at least Eq. 2 over all pairs, so weight 1 at least doubles it
+    train(quick_config("steps=2", "written_weight=1.0"), tmp_path / "written", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "written" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["objective"] >= 2 * r["loss"] - 1e-6 for r in records if "loss" in r)
 
 
 def test_exclusion_until_lowers_the_weight_linearly_to_zero_and_then_the_objective_is_the_loss(tmp_path):
