@@ -284,7 +284,7 @@ def test_the_gpu_script_runs_arms_side_by_side_each_returning_a_model_with_its_r
     make no model fails the command in one line."""
     root = Path(__file__).resolve().parents[1]
     env = {**ENV, "SMOKE": "1", "BUDGET": "6", "PYTHON": sys.executable, "RUN_ROOT": str(tmp_path / "runs"),
-           "ARMS": "rounded:model.channel_multiple=8;direct:model.output=direct model.input_skip=false"}
+           "ARMS": "rounded:model.channel_multiple=8 written_weight=1;direct:model.output=direct model.input_skip=false"}
     result = subprocess.run(["bash", str(root / "scripts" / "gpu_train.sh"), str(tmp_path / "out")], capture_output=True, text=True,
                             env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
@@ -298,6 +298,8 @@ def test_the_gpu_script_runs_arms_side_by_side_each_returning_a_model_with_its_r
         assert any("convolution" in line for line in report["model_step_profile"])  # where a step's time goes, by operator
         config = Centrifuge.from_pretrained(str(tmp_path / "out" / arm / "model.safetensors"), device="cpu").net.config
         assert (config.output, config.channel_multiple) == (output, multiple)
+        trained = json.loads((tmp_path / "out" / arm / "model.json").read_text())["train_config"]
+        assert trained["written_weight"] == (1.0 if arm == "rounded" else 0.0)
     assert "inference" in json.loads((tmp_path / "out" / "rounded" / "model.json").read_text())["gpu_run"]  # the first arm times it
 
     bad = subprocess.run(["bash", str(root / "scripts" / "gpu_train.sh"), str(tmp_path / "bad")], capture_output=True, text=True,
