@@ -35,3 +35,10 @@ else
   echo "no photo cache at $CACHE/photos (make photos builds it): the GPU run will use scikit-image's photographs only" >&2
 fi
 du -sh .whl .gpu-data
+# What travels: the tracked tree plus these two folders, 64 MiB in all (a returned model put under
+# .gpu-data/models/ for a continuation counts too).
+CARRY_KIB=$(( $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) / 1024 + $(du -sk .whl .gpu-data | awk '{s += $1} END {print s}') ))
+echo "carry: $(( CARRY_KIB / 1024 )) MiB of 64 (tracked tree + .whl + .gpu-data)"
+if [ "$CARRY_KIB" -gt $(( 64 * 1024 )) ]; then
+  echo "over the 64 MiB that travel to the GPU machine: drop the photo cache or carry less" >&2
+fi
