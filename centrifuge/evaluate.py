@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import LayerPairs, blend_layers
-from .losses import diversity, identity_outputs, most_distant_pairs, pit_loss, reconstruction_loss
+from .losses import diversity, identity_outputs, pit_loss, reconstruction_loss, written_pair
 from .models import CentrifugeNet, build_model
 
 
@@ -206,13 +206,6 @@ def score_outputs(name: str, pairs: torch.Tensor, predict, batch_size: int = 2, 
         row.written_loss, row.written_ratio_se = mean(written), ratio_standard_error(torch.cat(written), identity)
         row.pair_written_losses = torch.cat(written).tolist()
     return row
-
-
-def written_pair(outputs: torch.Tensor) -> torch.Tensor:
-    """``(B, n, C, T, H, W)`` → ``(B, 2, …)``: per example the two outputs ``separate`` would write
-    (the most distant pair)."""
-    pairs = most_distant_pairs(outputs)
-    return outputs[torch.arange(len(outputs), device=outputs.device).unsqueeze(1), pairs]
 
 
 def separated_at(model: CentrifugeNet, network_size: int):

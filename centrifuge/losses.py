@@ -335,6 +335,12 @@ def most_distant_pair(layers: torch.Tensor) -> tuple[int, int]:
     return i, j
 
 
+def written_pair(outputs: torch.Tensor) -> torch.Tensor:
+    """``(B, n, C, T, H, W)`` → ``(B, 2, …)``: per example the two outputs ``separate`` would write
+    (``most_distant_pairs``), with gradient."""
+    return _matched_outputs(outputs, most_distant_pairs(outputs))
+
+
 def written_pair_losses(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Eq. 2 restricted to the two outputs ``separate`` would write (``most_distant_pairs``), with
     gradient through them: ``(B,)``. Under Eq. 2 alone, with n > 2 outputs, the answer picks the
@@ -343,8 +349,7 @@ def written_pair_losses(outputs: torch.Tensor, targets: torch.Tensor) -> torch.T
     _check_layout(outputs, "outputs")
     if targets.shape[1] != 2:
         raise ValueError(f"the written pair is two layers; got {targets.shape[1]} targets")
-    pairs = most_distant_pairs(outputs)
-    picked = outputs[torch.arange(len(outputs), device=outputs.device).unsqueeze(1), pairs]
+    picked = written_pair(outputs)
     with torch.no_grad():
         assignment = best_assignment(pairwise_loss_matrix(picked, targets))
     return _matched_losses(picked, targets, assignment).sum(dim=1)
