@@ -8,6 +8,14 @@
 
 __version__ = "0.1.0"
 
-from .separate import Centrifuge, most_distant_pair  # noqa: E402
-
 __all__ = ["Centrifuge", "most_distant_pair", "__version__"]
+
+
+def __getattr__(name: str):
+    """The model's names load on first use, not with the package: the command line must set up the
+    process (``cli.tune_for_streaming``) before torch loads its OpenMP runtime."""
+    if name in ("Centrifuge", "most_distant_pair"):
+        from . import separate
+
+        return getattr(separate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -161,24 +161,29 @@ def separate_frames_per_second(height: int, num_frames: int, device: str, model_
 
 
 def separate_timing(height: int, num_frames: int, device: str, model_path: str | None = None, encoder_preset: str | None = None) -> dict:
-    """Frames/s of ``separate_file`` on a generated ``height``p input and where its time went
+    """Frames/s of ``centrifuge separate`` on a generated ``height``p input and where its time went
     (seconds per stage, from the run's info.json; ``encode_threads`` runs beside the others).
+    It runs in a fresh process through the command line, so it is set up as a user's run is
+    (``cli.tune_for_streaming``); frames/s is the report's own (model loading not counted).
     ``encoder_preset``: x264's (default: separate's)."""
-    from .separate import Centrifuge, separate_file
+    import subprocess
+    import sys
+
     from .synthetic import synthetic_video
     from .video import write_video
 
     width = (height * 16 // 9) // 2 * 2
     with tempfile.TemporaryDirectory() as tmp:
         video = write_video(Path(tmp) / f"input{height}p.mp4", synthetic_video(0, num_frames, height, width), fps=25)
-        model = Centrifuge.from_pretrained(model_path, device=device)
-        started = time.perf_counter()
-        options = {"encoder_preset": encoder_preset} if encoder_preset else {}
-        report = separate_file(model, video, Path(tmp) / "out", progress=False, **options)
-        seconds = time.perf_counter() - started
-        stages = json.loads((report.folder / "info.json").read_text())["stage_seconds"]
-    return {"frames": num_frames, "size": [height, width], "frames_per_second": num_frames / seconds,
-            "ms_per_frame": {k: 1000 * v / num_frames for k, v in stages.items()}}
+        command = ["separate", str(video), "-o", str(Path(tmp) / "out"), "--quiet", "--device", device]
+        command += ["--model", str(model_path)] * (model_path is not None) + ["--encoder-preset", encoder_preset] * (encoder_preset is not None)
+        done = subprocess.run([sys.executable, "-c", "import sys; from centrifuge.cli import main; sys.exit(main(sys.argv[1:]))", *command],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"separate failed in the bench: {(done.stderr.strip().splitlines() or ['no message'])[-1]}")
+        info = json.loads((Path(tmp) / "out" / video.stem / "info.json").read_text())
+    return {"frames": num_frames, "size": [height, width], "frames_per_second": info["frames_per_second"],
+            "ms_per_frame": {k: 1000 * v / num_frames for k, v in info["stage_seconds"].items()}}
 
 
 def separate_figures(device: str = "auto", quick: bool = False) -> dict:

@@ -480,6 +480,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tune_for_streaming() -> None:
+    """Set up this process for ``separate``, where x264's threads run beside torch's; call before
+    torch loads (it reads ``OMP_WAIT_POLICY`` once, when OpenMP starts).
+
+    - OpenMP's idle workers sleep instead of spinning after every operation, so the encoders get
+      the cores (720p on 2 cores: 13.9 → 17.0 frames/s; the network's own time did not change).
+    - glibc keeps freed blocks up to 256 MiB instead of unmapping them: each full-size frame's
+      temporaries otherwise come back as fresh pages from the kernel (720p: 5,600 page faults a
+      frame, a sixth of the CPU time). Freed memory is reused, so the peak does not grow.
+    A user's own setting of either wins."""
+    import ctypes
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if sys.platform.startswith("linux") and not any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
+            libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD
+        except (OSError, AttributeError):  # not glibc: its allocator's defaults stay
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -487,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "separate":
+        tune_for_streaming()
     from .checkpoint import CheckpointError
     from .separate import SeparationError
     from .train import Interrupted, TrainingError

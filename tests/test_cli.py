@@ -45,6 +45,19 @@ def test_help_and_version():
     assert run_cli("--version").stdout.strip() == f"centrifuge {__version__}"
 
 
+def test_the_command_line_sets_up_separate_before_torch_loads(tmp_path):
+    """OpenMP reads its wait policy once, when torch loads it: the package must not load torch on
+    import, and `separate` must set the policy first (a user's own setting wins)."""
+    script = ("import os, sys; import centrifuge.cli as c; loaded = 'torch' in sys.modules; "
+              "c.main(['separate', 'missing.mp4', '-o', sys.argv[1], '--quiet']); print(loaded, os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", script, "out"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.stdout.split()[-2:] == ["False", "PASSIVE"], done.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    done = subprocess.run([sys.executable, "-c", script, "out"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.stdout.split()[-2:] == ["False", "ACTIVE"], done.stderr
+
+
 def _audio_only(path: Path) -> Path:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=44100)

@@ -92,6 +92,15 @@ def test_fine_stripes_come_back_in_their_own_layer_and_not_in_the_other():
     assert abs(_stripe_contrast(out[1])) <= 0.15 * truth, (_stripe_contrast(out[1]), truth)
 
 
+@pytest.mark.parametrize("size", [(720, 1280), (37, 53), (8, 5), (144, 256)])
+def test_the_two_pass_resize_is_the_bilinear_kernel(size):
+    from centrifuge.guided import bilinear_resize
+
+    planes = torch.rand(5, 36, 64)
+    expected = F.interpolate(planes[None], size=size, mode="bilinear", align_corners=False)[0]
+    assert torch.allclose(bilinear_resize(planes, size), expected, atol=1e-6)
+
+
 def test_a_real_720p_video_over_black_keeps_its_detail_in_its_own_layer(shared_videos):
     """Big Buck Bunny (1280×720) averaged with flat black, separated at 256 px by the exact answer
     at that size: the black layer must take almost none of the fine detail the network cannot see,
