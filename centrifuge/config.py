@@ -57,6 +57,9 @@ class TrainConfig:
         layer_still: probability that one layer of a pair is still (one of its frames repeated)
             under a moving one (both pipelines). With ``ordered_weight`` and ``ordered_contrast``
             near 1, such pairs are the ones given the fixed order (the moving layer first).
+        scene_sprites: generated clips' moving objects belong to their scene (textured from its
+            photograph, in its colours, carried by its camera) instead of being drawn from any
+            photograph and moving on their own (loader pipeline only, for now).
         time_budget: seconds of training; when set, the learning rate warms up over the first
             ``warmup`` share of the budget, then follows a cosine to 1 % of ``lr``, and the run
             stops (with a checkpoint) when the budget is spent, whatever ``steps`` says.
@@ -110,6 +113,7 @@ class TrainConfig:
     linear_light: bool = False
     layer_light: float = 0.0
     layer_still: float = 0.0
+    scene_sprites: bool = False
     time_budget: float | None = None
     checkpoint_seconds: float | None = None
     render_in_trainer: bool | None = None

@@ -78,6 +78,11 @@ class SyntheticConfig:
     warp_strength: float = 0.04
     blur_probability: float = 0.25
     noise_std: float = 0.01
+    # Sprites that belong to the filmed scene: textured from the background's own photograph, in its
+    # colours, and carried by the camera (their own motion on top). With independent sprites (the
+    # default) nothing in a blend says which layer a sprite came from, so the loss rewards putting
+    # it half in each; in a real video an object shares its scene's light, colour and camera.
+    scene_sprites: bool = False
 
 
 def _normalize_matrix(height: int, width: int) -> np.ndarray:
@@ -239,15 +244,28 @@ def _sprite_matrices(rng, num_frames, height, width, config) -> np.ndarray:
     return matrices
 
 
-def _sprite_texture(rng, local: torch.Tensor, photos) -> torch.Tensor:
-    """The sprite's appearance ``(T, 3, H, W)``: a photo crop attached to the sprite, or a flat colour."""
+def _in_scene(sprite: np.ndarray, camera: np.ndarray) -> np.ndarray:
+    """Sprite affines ``(T, 2, 3)`` drawn in output pixels, re-anchored to the filmed scene: applied
+    to the middle frame's view of the scene, so the camera's pan, zoom and roll carry the sprite."""
+    def square(m: np.ndarray) -> np.ndarray:
+        out = np.zeros(m.shape[:-2] + (3, 3))
+        out[..., :2, :] = m
+        out[..., 2, 2] = 1
+        return out
+
+    to_reference = np.linalg.inv(square(camera[len(camera) // 2])) @ square(camera)  # output pixel → middle frame's pixel
+    return (square(sprite) @ to_reference)[:, :2]
+
+
+def _sprite_texture(rng, local: torch.Tensor, photos, own: tuple | None = None) -> torch.Tensor:
+    """The sprite's appearance ``(T, 3, H, W)``: a photo crop attached to the sprite, or a flat
+    colour; with ``own`` (a photograph and its colour change) always a crop of that photograph."""
     num_frames, height, width, _ = local.shape
-    if rng.random() < 0.2:
+    if own is None and rng.random() < 0.2:
         colour = torch.from_numpy(rng.uniform(0, 1, size=(3,)).astype(np.float32)).view(1, 3, 1, 1)
         gradient = (local[..., 0] * rng.uniform(-0.2, 0.2) + local[..., 1] * rng.uniform(-0.2, 0.2)).unsqueeze(1)
         return (colour * (1 + gradient)).clamp(0, 1)
-    photo = photos[rng.integers(len(photos))]
-    colour = _colour_transform(rng)
+    photo, colour = own if own is not None else (photos[rng.integers(len(photos))], _colour_transform(rng))
     _, ph, pw = photo.shape
     half = rng.uniform(0.1, 0.35) * min(ph, pw)
     centre = np.array([rng.uniform(half, pw - half), rng.uniform(half, ph - half)])
@@ -289,9 +307,10 @@ def synthetic_video(
         frames = _gaussian_blur(frames, rng.uniform(0.8, 2.5))
 
     for _ in range(int(rng.integers(config.min_sprites, config.max_sprites + 1))):
-        local = _apply_affines(pixels, _sprite_matrices(rng, num_frames, height, width, config))
+        sprite = _sprite_matrices(rng, num_frames, height, width, config)
+        local = _apply_affines(pixels, _in_scene(sprite, camera) if config.scene_sprites else sprite)
         mask = _shape_mask(rng, local, softness=rng.uniform(0.01, 0.08)).unsqueeze(1)
-        texture = _sprite_texture(rng, local, photos)
+        texture = _sprite_texture(rng, local, photos, (background, background_colour) if config.scene_sprites else None)
         frames = frames * (1 - mask) + texture * mask
 
     t = torch.linspace(0, 1, num_frames).view(num_frames, 1, 1, 1)

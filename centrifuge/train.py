@@ -38,6 +38,7 @@ from . import __version__
 from .checkpoint import INDEX_SUFFIX, MODEL_FILE, CheckpointError, STATE_FILE, latest_valid_checkpoint, load_state, load_weights, read_meta, save_checkpoint, save_weights, write_text_atomically
 from .config import TrainConfig
 from .data import LayerPairs, SyntheticSource, VideoFolder, blend_layers, sample_alpha
+from .synthetic import SyntheticConfig
 from .generator import BatchedGenerator, default_bank_size
 from .photos import available_photos, bank_tensor, describe, video_textures
 from .video import VideoError, find_videos
@@ -144,11 +145,12 @@ def _training_folder(spec: str) -> VideoFolder:
 
 
 def _training_sources(config: TrainConfig, seed: int, folder: VideoFolder | None):
+    generated = SyntheticSource(seed=seed, config=SyntheticConfig(scene_sprites=config.scene_sprites))
     if folder is None:
-        return [SyntheticSource(seed=seed)], None
+        return [generated], None
     if config.synthetic_fraction > 0:
         f = config.synthetic_fraction
-        return [folder, SyntheticSource(seed=seed)], [1 - f, f]
+        return [folder, generated], [1 - f, f]
     return [folder], None
 
 
@@ -234,6 +236,8 @@ def build_training_data(config: TrainConfig, device: torch.device, ddp: "Distrib
     folder = None if config.data == "synthetic" else _training_folder(config.data)
     files = [_file_record(v.path) for v in folder.videos] if folder is not None else []
     pipeline = choose_pipeline(config, folder, device)
+    if config.scene_sprites and pipeline != "loader":
+        raise TrainingError("scene_sprites is built into the clip-by-clip generator only: add --set pipeline=loader")
     frozen = (config.frozen, config.frozen)
     if pipeline == "loader":
         train_set, val_set = build_datasets(config)

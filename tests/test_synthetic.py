@@ -38,3 +38,49 @@ def test_lights_have_no_detail_of_their_own_and_include_flat_saturated_and_varyi
     assert len(saturated) >= 20  # the paper's Figure 4 colours are among them
     assert any(float((light[:, -1] - light[:, 0]).abs().mean()) > 0.02 for light in lights)  # some change over the clip
     assert torch.equal(render_light(draw_light(np.random.default_rng(5)), 4, 8, 8), render_light(draw_light(np.random.default_rng(5)), 4, 8, 8))
+
+
+def test_scene_sprites_are_carried_by_the_camera():
+    """A scene point seen by every frame keeps its place on a sprite that does not move by itself."""
+    from centrifuge.synthetic import _in_scene
+
+    rng = np.random.default_rng(0)
+    frames = 5
+    camera = np.zeros((frames, 2, 3))
+    for t in range(frames):  # pan, zoom and roll over the clip
+        angle, scale = 0.05 * t, 1.5 * 1.1 ** t
+        camera[t, :, :2] = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        camera[t, :, 2] = [100 + 7 * t, 80 - 3 * t]
+    sprite = np.repeat(rng.normal(size=(1, 2, 3)), frames, axis=0)  # no motion of its own
+    carried = _in_scene(sprite, camera)
+    point = np.array([130.0, 95.0])  # a point of the filmed photograph
+    seen = []
+    for t in range(frames):
+        pixel = np.linalg.solve(camera[t, :, :2], point - camera[t, :, 2])  # where frame t shows it
+        seen.append(carried[t, :, :2] @ pixel + carried[t, :, 2])
+    assert np.allclose(seen, seen[0], atol=1e-6)
+    moving_camera_alone = [sprite[t, :, :2] @ np.linalg.solve(camera[t, :, :2], point - camera[t, :, 2]) for t in range(frames)]
+    assert not np.allclose(moving_camera_alone, moving_camera_alone[0], atol=1e-2)
+
+
+def test_scene_sprites_take_their_scenes_colours(monkeypatch):
+    """Two flat photographs, one red, one blue: with scene sprites every frame is one hue; with the
+    default independent sprites some frames hold both."""
+    import torch
+
+    from centrifuge import synthetic
+    from centrifuge.synthetic import SyntheticConfig
+
+    flat = tuple(torch.tensor(c).view(3, 1, 1).expand(3, 120, 120).clone() for c in ([0.8, 0.1, 0.1], [0.1, 0.1, 0.8]))
+    monkeypatch.setattr(synthetic, "photo_bank", lambda: flat)
+
+    def largest_minority(config: SyntheticConfig) -> float:
+        shares = []
+        for seed in range(12):
+            dominant = synthetic_video(seed, 4, 48, 48, config).argmax(-1)
+            counts = np.bincount(dominant.ravel(), minlength=3) / dominant.size
+            shares.append(np.sort(counts)[-2])
+        return max(shares)
+
+    assert largest_minority(SyntheticConfig(scene_sprites=True)) < 0.01
+    assert largest_minority(SyntheticConfig()) > 0.05
