@@ -59,7 +59,7 @@ class TrainConfig:
             near 1, such pairs are the ones given the fixed order (the moving layer first).
         scene_sprites: generated clips' moving objects belong to their scene (textured from its
             photograph, in its colours, carried by its camera) instead of being drawn from any
-            photograph and moving on their own (loader pipeline only, for now).
+            photograph and moving on their own (both pipelines).
         time_budget: seconds of training; when set, the learning rate warms up over the first
             ``warmup`` share of the budget, then follows a cosine to 1 % of ``lr``, and the run
             stops (with a checkpoint) when the budget is spent, whatever ``steps`` says.

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .synthetic import SyntheticConfig, _camera_matrices, _rotation_scale, _sprite_matrices
+from .synthetic import SyntheticConfig, _camera_matrices, _in_scene, _rotation_scale, _sprite_matrices
 
 MAX_HARMONICS = 5  # star and blob outlines: radius(θ) = 1 + Σ a_k cos(kθ + φ_k), k = 2..6
 
@@ -104,6 +104,8 @@ def plan_clip(seed: int, num_frames: int, height: int, width: int, num_photos: i
         centre = np.array([rng.uniform(half, bank_hw[1] - half), rng.uniform(half, bank_hw[0] - half)])
         texture = np.concatenate([_rotation_scale(rng.uniform(0, 2 * math.pi), half, half), centre[:, None]], axis=1)
         sprite_gain, sprite_order = _colour(rng)
+        if config.scene_sprites:  # the scene's own photograph and colours, carried by its camera
+            local, flat, sprite_photo, sprite_gain, sprite_order = _in_scene(local, camera), False, photo, gain, order
         sprites.append(SpritePlan(local, power, harmonics, phases, softness, flat, colour, gradient, sprite_photo, texture,
                                   sprite_gain, sprite_order))
     t = np.linspace(0, 1, num_frames)

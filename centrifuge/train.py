@@ -221,7 +221,8 @@ def make_batched_pairs(config: TrainConfig, folder: VideoFolder | None, data_dev
         photos = available_photos("train", wallpapers=config.photos == "auto")
         if bank is not None and config.video_textures:
             photos += video_textures(bank.decoded)
-        generator = BatchedGenerator(bank_tensor(photos, *default_bank_size(config.crop_size)), data_device, seed=config.seed)
+        generator = BatchedGenerator(bank_tensor(photos, *default_bank_size(config.crop_size)), data_device, seed=config.seed,
+                                     config=SyntheticConfig(scene_sprites=config.scene_sprites))
         parts.append(f"generated clips of {len(photos)} training photographs ({describe(photos)})")
     kinds = LayerKinds(alpha=tuple(config.alpha) if isinstance(config.alpha, list) else config.alpha, blur=config.layer_blur,
                        dim=config.layer_dim, linear_light=config.linear_light, light=config.layer_light,
@@ -236,8 +237,6 @@ def build_training_data(config: TrainConfig, device: torch.device, ddp: "Distrib
     folder = None if config.data == "synthetic" else _training_folder(config.data)
     files = [_file_record(v.path) for v in folder.videos] if folder is not None else []
     pipeline = choose_pipeline(config, folder, device)
-    if config.scene_sprites and pipeline != "loader":
-        raise TrainingError("scene_sprites is built into the clip-by-clip generator only: add --set pipeline=loader")
     frozen = (config.frozen, config.frozen)
     if pipeline == "loader":
         train_set, val_set = build_datasets(config)

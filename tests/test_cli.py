@@ -101,8 +101,6 @@ def test_bad_training_options_are_one_line(tmp_path):
     assert_one_line_error(run_cli("separate", str(tmp_path / "x.mp4"), "--encoder-preset", "warp"), "--encoder-preset", "ultrafast")
     assert_one_line_error(run_cli("train", "--preset", "tiny", "--set", "ordered_weight=2", "-o", str(tmp_path / "weighted")), "ordered_weight")
     assert_one_line_error(run_cli("train", "--preset", "tiny", "--set", "ordered_contrast=1", "-o", str(tmp_path / "weighted")), "ordered_contrast")
-    assert_one_line_error(run_cli("train", "--preset", "tiny", "--set", "scene_sprites=true", "--set", "pipeline=batched",
-                                  "-o", str(tmp_path / "scene")), "scene_sprites", "pipeline=loader")
     assert not (tmp_path / "weighted").exists()  # refused before a run folder is made
 
 

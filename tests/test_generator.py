@@ -88,3 +88,19 @@ def test_noise_is_standard_normal_repeats_under_its_seed_and_covers_clips_larger
     assert abs(float(a.mean())) < 0.02 and abs(float(a.std()) - 1) < 0.02
     big = _noise(torch.Size((NOISE_BANK + 5,)), 7, cpu)
     assert big.shape == (NOISE_BANK + 5,) and torch.isfinite(big).all()
+
+
+def test_scene_sprites_take_their_scenes_colours_in_the_batched_generator_too():
+    """As in the clip-by-clip generator: a bank of a red and a blue flat photograph gives one-hue
+    clips with scene sprites, and clips holding both hues without."""
+    from centrifuge.synthetic import SyntheticConfig
+
+    bank = torch.stack([torch.tensor(c, dtype=torch.uint8).view(3, 1, 1).expand(3, 64, 64) for c in ([204, 25, 25], [25, 25, 204])])
+
+    def largest_minority(config: SyntheticConfig) -> float:
+        dominant = BatchedGenerator(bank, config=config).clips(range(12), 4, 48, 48).argmax(1)  # (N, T, H, W)
+        counts = torch.stack([(dominant == c).flatten(1).float().mean(1) for c in range(3)], 1)
+        return float(counts.sort(1).values[:, -2].max())
+
+    assert largest_minority(SyntheticConfig(scene_sprites=True)) < 0.01
+    assert largest_minority(SyntheticConfig()) > 0.05
