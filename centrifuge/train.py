@@ -38,9 +38,9 @@ from . import __version__
 from .checkpoint import INDEX_SUFFIX, MODEL_FILE, CheckpointError, STATE_FILE, latest_valid_checkpoint, load_state, load_weights, read_meta, save_checkpoint, save_weights, write_text_atomically
 from .config import TrainConfig
 from .data import LayerPairs, SyntheticSource, VideoFolder, blend_layers, sample_alpha
-from .synthetic import SyntheticConfig
 from .generator import BatchedGenerator, default_bank_size
 from .photos import available_photos, bank_tensor, describe, video_textures
+from .synthetic import SyntheticConfig
 from .video import VideoError, find_videos
 from .batched import BatchedPairs, ClipBank, LayerKinds, StepBatches, blend_linear_light
 from .devices import autocast_dtype, resolve_device, use_channels_last
