@@ -22,7 +22,7 @@ import torch
 
 from .data import RESIZE_FACTOR, VideoFolder
 from .generator import BatchedGenerator, gaussian_blur_batch, render
-from .synthetic import LightPlan, draw_focus_and_gain, draw_light, render_light
+from .synthetic import LightPlan, apply_jitter, draw_focus_and_gain, draw_jitter, draw_light, render_light
 from .video import read_clip
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ class LayerKinds:
         light: probability that one layer (either) is a light instead of a clip
             (:func:`~centrifuge.synthetic.draw_light`).
         still: probability that one layer (either) is still, one of its frames repeated.
+        jitter: probability that a layer's contrast, colour balance and brightness are changed
+            (:func:`~centrifuge.synthetic.draw_jitter`).
     """
 
     alpha: float | tuple[float, float] = 0.5
@@ -119,6 +121,7 @@ class LayerKinds:
     linear_light: bool = False
     light: float = 0.0
     still: float = 0.0
+    jitter: float = 0.0
 
     def draw(self, rng: np.random.Generator) -> tuple[float, np.ndarray, np.ndarray]:
         """α, per-layer blur σ ``(2,)`` (0: sharp) and per-layer gain ``(2,)`` of one example."""
@@ -137,6 +140,10 @@ class LayerKinds:
         if not self.still or rng.random() >= self.still:
             return None
         return int(rng.integers(2))
+
+    def draw_jitter(self, rng: np.random.Generator) -> np.ndarray | None:
+        """The two layers' photometric changes ``(2, 5)``; None (and no draw) without jitter."""
+        return draw_jitter(rng, self.jitter) if self.jitter else None
 
 
 def blend_linear_light(layers: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -185,7 +192,7 @@ class BatchedPairs:
         """Every random choice of examples ``indices`` (numpy only: cheap to make in CPU worker
         processes and to send to the process that renders on the GPU)."""
         real_plans, synthetic_plans, slots, still = [], [], [], []
-        alphas, sigmas, gains, lights, stilled = [], [], [], [], []
+        alphas, sigmas, gains, lights, stilled, jitters = [], [], [], [], [], []
         for i in indices:
             rng = np.random.default_rng([self.seed, int(i)])
             first_video = None
@@ -210,11 +217,15 @@ class BatchedPairs:
             layer = self.kinds.draw_still(rng)
             if layer is not None:
                 stilled.append(2 * len(alphas) + layer)
+            jitter = self.kinds.draw_jitter(rng)
+            if jitter is not None:
+                jitters.append((2 * len(alphas), jitter))
             alphas.append(alpha)
             sigmas.append(sigma)
             gains.append(gain)
         return BatchPlan(real_plans, synthetic_plans, slots, still, np.array(alphas, dtype=np.float32),
-                         np.concatenate(sigmas).astype(np.float32), np.concatenate(gains).astype(np.float32), lights, stilled)
+                         np.concatenate(sigmas).astype(np.float32), np.concatenate(gains).astype(np.float32), lights, stilled,
+                         _jitter_rows(jitters, 2 * len(alphas)))
 
     def render(self, plan: "BatchPlan") -> dict[str, torch.Tensor]:
         """Make the planned examples on the device of the bank and the generator."""
@@ -231,6 +242,8 @@ class BatchedPairs:
         for s, light in plan.lights:
             clips[s] = render_light(light, *clips.shape[2:], device=device)
         clips = gaussian_blur_batch(clips, torch.from_numpy(plan.sigma).to(device)) * torch.from_numpy(plan.gain).to(device).view(-1, 1, 1, 1, 1)
+        if plan.jitter is not None:
+            clips = apply_jitter(clips, torch.from_numpy(plan.jitter))
         n = len(plan.alpha)
         return {"layers": clips.view(n, 2, *clips.shape[1:]), "alpha": torch.from_numpy(plan.alpha).to(device)}
 
@@ -248,6 +261,18 @@ class BatchPlan:
     gain: np.ndarray  # (2N,)
     lights: list = field(default_factory=list)  # (layer slot, LightPlan) of the layers that are lights
     stilled: list = field(default_factory=list)  # slots of the layers made still (LayerKinds.still)
+    jitter: np.ndarray | None = None  # (2N, 5) photometric change of each layer (LayerKinds.jitter), None without
+
+
+def _jitter_rows(jitters: list, layers: int) -> np.ndarray | None:
+    """Per-layer rows of :func:`~centrifuge.synthetic.draw_jitter` for a plan of ``layers`` layers
+    (identity where none was drawn), or None when no example drew any."""
+    if not jitters:
+        return None
+    rows = np.tile(np.array([1.0, 1.0, 1.0, 1.0, 0.0], dtype=np.float32), (layers, 1))
+    for first, pair in jitters:
+        rows[first : first + 2] = pair
+    return rows
 
 
 def _mirrored(plan, width: int):

@@ -60,6 +60,9 @@ class TrainConfig:
         scene_sprites: generated clips' moving objects belong to their scene (textured from its
             photograph, in its colours, carried by its camera) instead of being drawn from any
             photograph and moving on their own (both pipelines).
+        layer_jitter: probability that a layer's contrast (×0.5–1.5), colour balance (×0.8–1.2 per
+            channel) and brightness (±0.2) are changed at random, fixed over the clip (both
+            pipelines), so that how a scene looks cannot tell which layer it is.
         time_budget: seconds of training; when set, the learning rate warms up over the first
             ``warmup`` share of the budget, then follows a cosine to 1 % of ``lr``, and the run
             stops (with a checkpoint) when the budget is spent, whatever ``steps`` says.
@@ -114,6 +117,7 @@ class TrainConfig:
     layer_light: float = 0.0
     layer_still: float = 0.0
     scene_sprites: bool = False
+    layer_jitter: float = 0.0
     time_budget: float | None = None
     checkpoint_seconds: float | None = None
     render_in_trainer: bool | None = None

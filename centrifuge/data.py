@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .generator import gaussian_blur_batch
-from .synthetic import SyntheticConfig, draw_focus_and_gain, draw_light, photo_bank, render_light, synthetic_video
+from .synthetic import SyntheticConfig, apply_jitter, draw_focus_and_gain, draw_jitter, draw_light, photo_bank, render_light, synthetic_video
 from .video import VideoError, VideoInfo, find_videos, probe, read_clip
 
 log = logging.getLogger(__name__)
@@ -362,6 +362,8 @@ class LayerPairs(Dataset):
         blur / dim: probability that one layer is out of focus (σ uniform in ``blur_sigma`` px) /
             dimmer (× uniform in ``dim_range``), fixed over the clip, as the batched pipeline's
             :class:`~centrifuge.batched.LayerKinds`.
+        jitter: probability that a layer's contrast, colour balance and brightness are changed at
+            random, fixed over the clip (:func:`~centrifuge.synthetic.draw_jitter`).
     """
 
     def __init__(
@@ -382,8 +384,9 @@ class LayerPairs(Dataset):
         dim: float = 0.0,
         blur_sigma: tuple[float, float] = (1.0, 5.0),
         dim_range: tuple[float, float] = (0.4, 0.9),
+        jitter: float = 0.0,
     ):
-        self.light, self.still = light, still
+        self.light, self.still, self.jitter = light, still, jitter
         self.blur, self.dim, self.blur_sigma, self.dim_range = blur, dim, blur_sigma, dim_range
         self.sources = list(sources) if isinstance(sources, (list, tuple)) else [sources]
         weights = np.asarray(weights if weights is not None else [1.0] * len(self.sources), dtype=float)
@@ -460,4 +463,7 @@ class LayerPairs(Dataset):
                 if sigma[k] > 0:
                     layers[k] = gaussian_blur_batch(layers[k][None], torch.tensor([sigma[k]], dtype=torch.float32))[0]
                 layers[k] = layers[k] * float(gain[k])
-        return {"layers": torch.stack(layers), "labels": torch.tensor(labels), "videos": torch.tensor(videos)}
+        stacked = torch.stack(layers)
+        if self.jitter:  # likewise
+            stacked = apply_jitter(stacked, torch.from_numpy(draw_jitter(rng, self.jitter)))
+        return {"layers": stacked, "labels": torch.tensor(labels), "videos": torch.tensor(videos)}

@@ -354,6 +354,42 @@ def draw_focus_and_gain(rng: np.random.Generator, blur: float, blur_sigma: tuple
     return sigma, gain
 
 
+JITTER_CONTRAST = (0.5, 1.5)
+JITTER_COLOUR = (0.8, 1.2)
+JITTER_SHIFT = 0.2
+
+
+def draw_jitter(rng: np.random.Generator, jitter: float) -> np.ndarray:
+    """Photometric changes of the two layers of one pair, ``(2, 5)``: contrast, the three colour
+    gains and a brightness shift per layer; each layer changed with probability ``jitter``, else
+    the identity row ``(1, 1, 1, 1, 0)``. Draws nothing when ``jitter`` is 0.
+
+    Why: a model that has seen a scene learns the brightness and colour it has and hands them to
+    a layer from what the scene is, which does not carry over to scenes it never saw (session 10's
+    probe). Changed at random per layer and clip, the look of a scene says nothing about its layer.
+    """
+    params = np.tile(np.array([1.0, 1.0, 1.0, 1.0, 0.0], dtype=np.float32), (2, 1))
+    if not jitter:
+        return params
+    for k in range(2):
+        if rng.random() < jitter:
+            params[k, 0] = rng.uniform(*JITTER_CONTRAST)
+            params[k, 1:4] = rng.uniform(*JITTER_COLOUR, 3)
+            params[k, 4] = rng.uniform(-JITTER_SHIFT, JITTER_SHIFT)
+    return params
+
+
+def apply_jitter(clips: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Clips ``(N, 3, T, H, W)`` with :func:`draw_jitter`'s rows ``(N, 5)``: contrast about each
+    clip's mean, then per-channel gains, then the shift, clamped to [0, 1]."""
+    params = params.to(device=clips.device, dtype=clips.dtype)
+    mean = clips.mean(dim=(1, 2, 3, 4), keepdim=True)
+    contrast = params[:, 0].view(-1, 1, 1, 1, 1)
+    gains = params[:, 1:4].view(-1, 3, 1, 1, 1)
+    shift = params[:, 4].view(-1, 1, 1, 1, 1)
+    return (((clips - mean) * contrast + mean) * gains + shift).clamp(0, 1)
+
+
 def draw_light(rng: np.random.Generator) -> LightPlan:
     """A light like the paper's Figure 4 colours (flat, saturated, black or white), or a coloured
     light, a gradient or a shadow: the second layer a separator meets that has no detail of its own."""

@@ -176,7 +176,8 @@ def build_datasets(config: TrainConfig) -> tuple[LayerPairs, LayerPairs]:
     frozen = (config.frozen, config.frozen)
     train = LayerPairs(sources, length=1_000_000, num_frames=config.num_frames, crop_size=config.crop_size,
                        train=True, seed=config.seed, weights=weights, frozen=frozen, light=config.layer_light,
-                       still=config.layer_still, blur=config.layer_blur, dim=config.layer_dim)
+                       still=config.layer_still, blur=config.layer_blur, dim=config.layer_dim,
+                       jitter=config.layer_jitter)
     return train, _validation_set(config, frozen, torch.device("cpu"), batched=False)
 
 
@@ -226,7 +227,7 @@ def make_batched_pairs(config: TrainConfig, folder: VideoFolder | None, data_dev
         parts.append(f"generated clips of {len(photos)} training photographs ({describe(photos)})")
     kinds = LayerKinds(alpha=tuple(config.alpha) if isinstance(config.alpha, list) else config.alpha, blur=config.layer_blur,
                        dim=config.layer_dim, linear_light=config.linear_light, light=config.layer_light,
-                       still=config.layer_still)
+                       still=config.layer_still, jitter=config.layer_jitter)
     pairs = BatchedPairs(generator, bank, real_share, config.num_frames, config.crop_size, seed=config.seed, kinds=kinds,
                          frozen=(config.frozen, config.frozen))
     return pairs, f"batched pipeline on {data_device.type}: " + " + ".join(parts)

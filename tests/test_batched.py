@@ -139,3 +139,45 @@ def test_layer_still_freezes_one_layer_of_some_pairs_in_both_pipelines_and_keeps
     layers = BatchedPairs(generator, None, 0.0, 4, 32, kinds=LayerKinds(still=0.5)).examples(range(30))["layers"]
     counts = [sum(is_still(layer) for layer in example) for example in layers]
     assert set(counts) == {0, 1} and 5 <= sum(counts) <= 25
+
+
+def test_layer_jitter_changes_each_layers_look_as_drawn_in_both_pipelines_and_nothing_else():
+    from centrifuge.data import LayerPairs, SyntheticSource
+    from centrifuge.synthetic import apply_jitter, draw_jitter
+
+    clip = torch.rand(1, 3, 4, 8, 8) * 0.5 + 0.25  # far from 0 and 1: nothing clamped
+    identity = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])
+    assert torch.allclose(apply_jitter(clip, identity), clip, atol=1e-6)
+    changed = apply_jitter(clip, torch.tensor([[1.0, 1.1, 0.9, 1.0, 0.05]]))
+    means = clip.mean(dim=(2, 3, 4))[0]
+    assert torch.allclose(changed.mean(dim=(2, 3, 4))[0], means * torch.tensor([1.1, 0.9, 1.0]) + 0.05, atol=1e-6)
+    flat = apply_jitter(clip, torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.0]]))  # no contrast: the clip's mean
+    assert torch.allclose(flat, clip.mean().expand_as(clip), atol=1e-6)
+    rows = np.stack([draw_jitter(np.random.default_rng(s), 0.5) for s in range(200)]).reshape(-1, 5)
+    moved = ~np.all(rows == [1, 1, 1, 1, 0], axis=1)
+    assert 0.35 < moved.mean() < 0.65  # each layer on its own, with the given probability
+    assert rows[:, 0].min() >= 0.5 and rows[:, 0].max() <= 1.5 and np.abs(rows[:, 4]).max() <= 0.2
+
+    def differs(a: torch.Tensor, b: torch.Tensor) -> list[bool]:
+        return [not torch.equal(x, y) for x, y in zip(a, b)]
+
+    plain = LayerPairs([SyntheticSource(seed=1)], length=6, num_frames=4, crop_size=32)
+    jittered = LayerPairs([SyntheticSource(seed=1)], length=6, num_frames=4, crop_size=32, jitter=1.0)
+    for i in range(6):
+        before, after = plain[i]["layers"], jittered[i]["layers"]
+        assert all(differs(before, after))
+        assert after.min() >= 0 and after.max() <= 1
+        # the same clips underneath: each layer's change is an affine map of its pixel values
+        for b, a in zip(before, after):
+            inside = (a > 0.01) & (a < 0.99)
+            for c in range(3):
+                x, y = b[c][inside[c]], a[c][inside[c]]
+                slope = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()
+                assert torch.allclose(y, y.mean() + slope * (x - x.mean()), atol=1e-4)
+
+    generator = BatchedGenerator(bank_tensor(available_photos("train"), *default_bank_size(32)))
+    plain = BatchedPairs(generator, None, 0.0, 4, 32).examples(range(6))["layers"]
+    jittered = BatchedPairs(generator, None, 0.0, 4, 32, kinds=LayerKinds(jitter=1.0)).examples(range(6))["layers"]
+    assert all(all(differs(plain[i], jittered[i])) for i in range(6))
+    none = BatchedPairs(generator, None, 0.0, 4, 32, kinds=LayerKinds(jitter=0.0)).plan(range(6))
+    assert none.jitter is None  # without jitter, no draw: the stream is the one it was
