@@ -63,6 +63,9 @@ class TrainConfig:
         layer_jitter: probability that a layer's contrast (×0.5–1.5), colour balance (×0.8–1.2 per
             channel) and brightness (±0.2) are changed at random, fixed over the clip (both
             pipelines), so that how a scene looks cannot tell which layer it is.
+        video_zoom: real training clips seen at a magnification drawn log-uniformly between 1 (the
+            paper's view: shortest side 1.15 × the crop) and this, from frames decoded at this × the
+            usual size (clip-by-clip pipeline only): more distinct views of a few videos.
         time_budget: seconds of training; when set, the learning rate warms up over the first
             ``warmup`` share of the budget, then follows a cosine to 1 % of ``lr``, and the run
             stops (with a checkpoint) when the budget is spent, whatever ``steps`` says.
@@ -118,6 +121,7 @@ class TrainConfig:
     layer_still: float = 0.0
     scene_sprites: bool = False
     layer_jitter: float = 0.0
+    video_zoom: float = 1.0
     time_budget: float | None = None
     checkpoint_seconds: float | None = None
     render_in_trainer: bool | None = None

@@ -99,6 +99,27 @@ def augment_clip(clip: torch.Tensor, crop_size: int, train: bool, rng: np.random
     return clip.contiguous()
 
 
+def zoomed_crop(clip: torch.Tensor, crop_size: int, zoom: float, rng: np.random.Generator) -> torch.Tensor:
+    """A random training crop at a magnification drawn log-uniformly in [1, ``zoom``] of the
+    paper's view (shortest side 1.15 × crop), then the random flip. ``clip`` is decoded larger
+    (shortest side up to ``zoom`` × 1.15 × crop); a window of ``crop_size`` × its scale ÷ the
+    magnification is brought to ``crop_size`` (antialiased). Never magnified past the decoded
+    pixels: a small source gets less zoom, not upsampled blur. At 1 it sees what
+    :func:`augment_clip` sees."""
+    _, _, h, w = clip.shape
+    scale = min(h, w) / (crop_size * RESIZE_FACTOR)  # decoded pixels per pixel of the paper's view
+    magnification = float(np.exp(rng.uniform(0.0, np.log(max(1.0, min(zoom, scale))))))
+    window = min(h, w, max(crop_size, round(crop_size * scale / magnification)))
+    clip = random_crop(clip, window, rng)
+    if window != crop_size:
+        frames = F.interpolate(clip.permute(1, 0, 2, 3), size=(crop_size, crop_size), mode="bilinear", align_corners=False,
+                               antialias=True)
+        clip = frames.permute(1, 0, 2, 3).clamp(0, 1)
+    if rng.random() < 0.5:
+        clip = clip.flip(-1)
+    return clip.contiguous()
+
+
 def fit_length(frames: np.ndarray, length: int) -> np.ndarray:
     """Loop a too-short clip (forwards then backwards) until it has ``length`` frames."""
     if len(frames) >= length:
@@ -198,8 +219,9 @@ class VideoFolder:
     """
 
     def __init__(self, root: str | os.PathLike, cache: bool = True, min_frames: int = 1, files: Sequence[str | os.PathLike] | None = None,
-                 memory_budget: int = 512 * 2**20, max_bad_fraction: float = 0.25):
+                 memory_budget: int = 512 * 2**20, max_bad_fraction: float = 0.25, zoom: float = 1.0):
         self.root = Path(root)
+        self.zoom = zoom  # training crops: magnification up to this (:func:`zoomed_crop`); 1: the paper's
         # Small folders (a few videos) are decoded once per process at the training resolution and
         # kept in memory: re-decoding long-GOP H.264 for every clip costs more than the model step.
         self.memory_budget = memory_budget
@@ -278,12 +300,15 @@ class VideoFolder:
         # Evaluation too draws its start from the item's own generator: a fixed start would make every
         # pair of the same two videos the very same pair of clips. Only the spatial crop is centred.
         start = int(rng.integers(0, latest + 1))
-        side = round(crop_size * RESIZE_FACTOR)
+        zoom = self.zoom if train else 1.0
+        side = round(crop_size * RESIZE_FACTOR * zoom)
         decoded = self._decoded_video(index, side)
         if decoded is not None:
             frames = decoded[start : start + span : stride]
         else:
             frames = read_clip(info.path, start, num_frames, stride=stride, info=info, shortest_side=side)
+        if zoom > 1:
+            return zoomed_crop(to_clip(fit_length(frames, num_frames)), crop_size, zoom, rng)
         return augment_clip(to_clip(fit_length(frames, num_frames)), crop_size, train, rng)
 
 

@@ -172,6 +172,8 @@ def _validation_set(config: TrainConfig, frozen: tuple[bool, bool], data_device:
 def build_datasets(config: TrainConfig) -> tuple[LayerPairs, LayerPairs]:
     """The clip-by-clip training stream (``pipeline=loader``) and its fixed validation set."""
     folder = None if config.data == "synthetic" else _training_folder(config.data)
+    if folder is not None:
+        folder.zoom = config.video_zoom
     sources, weights = _training_sources(config, config.seed, folder)
     frozen = (config.frozen, config.frozen)
     train = LayerPairs(sources, length=1_000_000, num_frames=config.num_frames, crop_size=config.crop_size,
@@ -194,6 +196,12 @@ def choose_pipeline(config: TrainConfig, folder: VideoFolder | None, device: tor
     """``batched`` unless asked otherwise or the videos do not fit the in-memory budget."""
     if config.pipeline not in ("auto", "batched", "loader"):
         raise TrainingError(f"pipeline must be auto, batched or loader, not {config.pipeline!r}")
+    if config.video_zoom < 1:
+        raise TrainingError(f"video_zoom is a magnification of at least 1, not {config.video_zoom}")
+    if config.video_zoom > 1 and folder is not None:
+        if config.pipeline == "batched":
+            raise TrainingError("video_zoom works in the clip-by-clip pipeline only: set pipeline=loader (or auto)")
+        return "loader"
     if config.pipeline != "auto":
         return config.pipeline
     if folder is None or config.synthetic_fraction >= 1:

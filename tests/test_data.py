@@ -143,3 +143,29 @@ def test_a_folder_of_mostly_broken_files_is_refused_with_the_list(tmp_path):
         (tmp_path / name).write_bytes(b"junk")
     with pytest.raises(VideoError, match=r"3 of 4 videos are unreadable.*a\.mp4, b\.mp4, c\.mp4"):
         VideoFolder(tmp_path)
+
+
+def test_video_zoom_magnifies_training_crops_between_the_papers_view_and_the_limit(tmp_path):
+    from centrifuge.data import VideoFolder
+
+    # A ramp from black at the left edge to white at the right: the span of values a crop holds
+    # is the share of the frame's width it sees.
+    ramp = np.tile(np.linspace(0, 255, 320, dtype=np.float32)[None, None, :, None], (12, 192, 1, 3)).astype(np.uint8)
+    write_video(tmp_path / "ramp.mp4", ramp)
+    write_video(tmp_path / "small.mp4", ramp[:, ::4, ::4])  # 48 × 80: too small to be magnified 3×
+
+    def spans(zoom: float, train: bool = True, name: str = "ramp.mp4") -> np.ndarray:
+        folder = VideoFolder(tmp_path, cache=False, zoom=zoom, files=[tmp_path / name])
+        clips = [folder.clip(0, 4, 32, train, np.random.default_rng(s)) for s in range(60)]
+        assert all(c.shape == (3, 4, 32, 32) for c in clips)
+        return np.array([float(c[:, :, 16, -2].mean() - c[:, :, 16, 1].mean()) for c in clips]).__abs__()
+
+    paper = spans(1.0)
+    zoomed = spans(3.0)
+    seen = 29 / (round(32 * 1.15) * 320 / 192)  # the paper's view: columns 1 and 30 this share of the width apart
+    assert np.allclose(paper, seen, atol=0.04)
+    assert zoomed.max() == pytest.approx(seen, abs=0.04)  # magnification 1 is the paper's view
+    assert zoomed.min() < seen / 2.5 and np.median(zoomed) < 0.75 * seen  # up to 3× closer
+    assert np.allclose(spans(3.0, train=False), spans(1.0, train=False), atol=1e-6)  # evaluation: as before
+    small = spans(3.0, name="small.mp4")  # at most 48 / 37 × closer, where its own pixels end
+    assert small.max() == pytest.approx(seen, abs=0.04) and small.min() > seen * 37 / 48 - 0.04

@@ -392,3 +392,22 @@ def test_weights_and_checkpoints_are_written_with_the_umask_permissions_not_owne
     finally:
         os.umask(old)
     assert ckpt.load_weights(tmp_path / "sharded" / "m.safetensors").keys() == tensors.keys()
+
+
+def test_video_zoom_takes_the_clip_by_clip_pipeline_and_refuses_the_batched_one(tmp_path):
+    from centrifuge.config import TrainConfig
+    from centrifuge.train import choose_pipeline
+    from centrifuge.data import VideoFolder
+    from centrifuge.video import write_video
+    from conftest import moving_frames
+
+    for name, seed in (("a.mp4", 1), ("b.mp4", 2)):
+        write_video(tmp_path / name, moving_frames(8, 48, 64, seed=seed))
+    folder = VideoFolder(tmp_path, cache=False)
+    cpu = torch.device("cpu")
+    assert choose_pipeline(TrainConfig(data=str(tmp_path)), folder, cpu) == "batched"  # small enough to hold
+    assert choose_pipeline(TrainConfig(data=str(tmp_path), video_zoom=2.0), folder, cpu) == "loader"
+    with pytest.raises(TrainingError, match="pipeline=loader"):
+        choose_pipeline(TrainConfig(data=str(tmp_path), video_zoom=2.0, pipeline="batched"), folder, cpu)
+    with pytest.raises(TrainingError, match="at least 1"):
+        choose_pipeline(TrainConfig(data=str(tmp_path), video_zoom=0.5), folder, cpu)
