@@ -22,7 +22,7 @@ import torch
 
 from .data import RESIZE_FACTOR, VideoFolder
 from .generator import BatchedGenerator, gaussian_blur_batch, render
-from .synthetic import LightPlan, apply_jitter, draw_focus_and_gain, draw_jitter, draw_light, render_light
+from .synthetic import JITTER_IDENTITY, LightPlan, apply_jitter, draw_focus_and_gain, draw_jitter, draw_light, render_light
 from .video import read_clip
 
 log = logging.getLogger(__name__)
@@ -269,7 +269,7 @@ def _jitter_rows(jitters: list, layers: int) -> np.ndarray | None:
     (identity where none was drawn), or None when no example drew any."""
     if not jitters:
         return None
-    rows = np.tile(np.array([1.0, 1.0, 1.0, 1.0, 0.0], dtype=np.float32), (layers, 1))
+    rows = np.tile(np.array(JITTER_IDENTITY, dtype=np.float32), (layers, 1))
     for first, pair in jitters:
         rows[first : first + 2] = pair
     return rows

@@ -357,6 +357,7 @@ def draw_focus_and_gain(rng: np.random.Generator, blur: float, blur_sigma: tuple
 JITTER_CONTRAST = (0.5, 1.5)
 JITTER_COLOUR = (0.8, 1.2)
 JITTER_SHIFT = 0.2
+JITTER_IDENTITY = (1.0, 1.0, 1.0, 1.0, 0.0)  # a row of draw_jitter that changes nothing
 
 
 def draw_jitter(rng: np.random.Generator, jitter: float) -> np.ndarray:
@@ -368,7 +369,7 @@ def draw_jitter(rng: np.random.Generator, jitter: float) -> np.ndarray:
     a layer from what the scene is, which does not carry over to scenes it never saw (session 10's
     probe). Changed at random per layer and clip, the look of a scene says nothing about its layer.
     """
-    params = np.tile(np.array([1.0, 1.0, 1.0, 1.0, 0.0], dtype=np.float32), (2, 1))
+    params = np.tile(np.array(JITTER_IDENTITY, dtype=np.float32), (2, 1))
     if not jitter:
         return params
     for k in range(2):
