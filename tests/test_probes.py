@@ -8,12 +8,17 @@ import torch
 from centrifuge.losses import pit_loss
 
 
-def _motion_probe():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "motion_probe.py"
-    spec = importlib.util.spec_from_file_location("motion_probe", path)
+def _script(name: str):
+    """A module of scripts/ (not a package), loaded from its file."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _motion_probe():
+    return _script("motion_probe")
 
 
 def test_tiles_cut_every_frame_into_squares_in_order():
@@ -111,3 +116,20 @@ def test_the_plain_network_keeps_full_resolution_and_its_layers_recompose_the_bl
         layers = net(video)
     assert layers.shape == (2, 2, 3, 6, 20, 20)
     assert torch.allclose(layers.mean(dim=1), video, atol=1e-6)
+
+
+def test_keeping_one_pair_gives_a_two_output_model_with_exactly_that_pairs_outputs():
+    from centrifuge.models import build_model
+
+    keep_pair = _script("keep_one_pair").keep_pair
+    video = torch.rand(1, 3, 8, 32, 32)
+    for output in ("affine", "symmetric"):
+        torch.manual_seed(0)
+        four = build_model("tiny", output=output).eval()
+        with torch.no_grad():
+            four.predictor.head.bias.normal_()  # pairs that differ
+            two = keep_pair(four, 1)
+            assert two.num_layers == 2
+            kept, other = four(video)[:, [1, 3]], four(video)[:, [0, 2]]
+            assert torch.allclose(two(video), kept, atol=1e-6)
+            assert not torch.allclose(two(video), other, atol=1e-3)
