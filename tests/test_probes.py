@@ -133,3 +133,12 @@ def test_keeping_one_pair_gives_a_two_output_model_with_exactly_that_pairs_outpu
             kept, other = four(video)[:, [1, 3]], four(video)[:, [0, 2]]
             assert torch.allclose(two(video), kept, atol=1e-6)
             assert not torch.allclose(two(video), other, atol=1e-3)
+
+
+def test_the_brightness_oracle_removes_an_offset_per_channel_and_nothing_else():
+    offset_fixed = _script("brightness_oracle").offset_fixed
+    targets = torch.rand(2, 2, 3, 4, 16, 16)
+    shift = torch.tensor([0.2, -0.1, 0.05]).view(1, 1, 3, 1, 1, 1)
+    assert torch.allclose(offset_fixed(targets + shift, targets), targets, atol=1e-6)
+    flipped = targets.flip(-1)  # same means, different picture: left as it is
+    assert torch.allclose(offset_fixed(flipped, targets), flipped, atol=1e-6)
