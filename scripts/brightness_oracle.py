@@ -4,7 +4,8 @@ layer's per-channel mean over the clip set to the truth's (an oracle offset), fo
 for the written pair (64 pairs, 32x112x112, the network at 64 px with BatchNorm at 32x64, as the
 session-27 ``evaluate`` runs). A diagnostic (docs/results.md, session 27), not part of the package:
 
-    python scripts/brightness_oracle.py default RUN ...   (../shared/videos beside the checkout)
+    python scripts/brightness_oracle.py default RUN ...   (../shared/videos beside the checkout,
+                                                          or VIDEOS=FOLDER)
 """
 import os
 import sys
@@ -27,7 +28,7 @@ def offset_fixed(out: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
     return out - out.mean(dim=(-3, -2, -1), keepdim=True) + layers.mean(dim=(-3, -2, -1), keepdim=True)
 
 
-def ratios(model, pairs: torch.Tensor) -> dict[str, float]:
+def ratios(model: torch.nn.Module, pairs: torch.Tensor) -> dict[str, float]:
     """The answer's pair and the written pair, as scored and with the oracle offset."""
     predict = _predictor(model, 64, 112)
     sums = {k: 0.0 for k in ("ratio", "ratio_fixed", "written", "written_fixed", "identity")}

@@ -2,7 +2,8 @@
 """A two-output model cut from a four-output ``symmetric`` / ``affine`` one: keep one pair of outputs.
 
 Those heads make layers in pairs, V + D_k and V − D_k, one difference D_k per pair, and the pair
-``separate`` writes (the most distant) is one of them. Keeping the head's channels of one pair gives
+``separate`` writes (the most distant) was one of them on every blend measured (session 27), though
+nothing forces it. Keeping the head's channels of one pair gives
 a two-output model whose outputs are exactly that pair, a start for training two outputs (which
 commit to one cut where four hedge; docs/results.md, "Two outputs instead of four") from a model
 that already fits brightness:
