@@ -181,9 +181,11 @@ def separate_timing(height: int, num_frames: int, device: str, model_path: str |
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"separate failed in the bench: {(done.stderr.strip().splitlines() or ['no message'])[-1]}")
-        info = json.loads((Path(tmp) / "out" / video.stem / "info.json").read_text())
-    return {"frames": num_frames, "size": [height, width], "frames_per_second": info["frames_per_second"],
-            "ms_per_frame": {k: 1000 * v / num_frames for k, v in info["stage_seconds"].items()}}
+        folder = Path(tmp) / "out" / video.stem
+        info = json.loads((folder / "info.json").read_text())
+        layer_kib = sum(f.stat().st_size for f in folder.glob("layer*.mp4")) / 1024
+    return {"frames": num_frames, "size": [height, width], "frames_per_second": info["frames_per_second"], "preset": info["encoder_preset"],
+            "layer_files_kib": layer_kib, "ms_per_frame": {k: 1000 * v / num_frames for k, v in info["stage_seconds"].items()}}
 
 
 def separate_figures(device: str = "auto", quick: bool = False) -> dict:
@@ -195,7 +197,8 @@ def separate_figures(device: str = "auto", quick: bool = False) -> dict:
     n = 32 if quick else 96
     out: dict = {"224p": separate_timing(224, n, device), "720p": separate_timing(720, n, device)}
     out["720p_over_224p"] = out["720p"]["frames_per_second"] / out["224p"]["frames_per_second"]
-    out["720p_ultrafast"] = separate_timing(720, n, device, encoder_preset="ultrafast")  # what x264's share of 720p is
+    for preset in ("veryfast", "ultrafast"):  # the default before session 28, and what x264's share of 720p is
+        out[f"720p_{preset}"] = separate_timing(720, n, device, encoder_preset=preset)
     out["1080p_memory"] = separate_memory_by_length((n / 25 / 60,), fps=25, height=1080)[0]
     out["work_per_output_frame"] = {"window": DEFAULT_WINDOW, "overlap": DEFAULT_OVERLAP, "64_frames": work_per_frame(64),
                                     "long_video": work_per_frame(100_000)}
@@ -223,12 +226,14 @@ def _detail_and_seams(videos: Path) -> dict:
 
 def format_separate(r: dict) -> str:
     lines = []
-    for key in ("224p", "720p", "720p_ultrafast"):
+    for key in ("224p", "720p", "720p_veryfast", "720p_ultrafast"):
         if key not in r:  # figures saved before it was measured
             continue
         t = r[key]
         stages = ", ".join(f"{k} {v:.1f}" for k, v in sorted(t["ms_per_frame"].items()))
-        lines.append(f"separate {key.replace('_', ', --encoder-preset ')} ({t['size'][1]}x{t['size'][0]}, {t['frames']} frames): {t['frames_per_second']:.1f} frames/s; ms per frame: {stages}")
+        files = f", layer files {t['layer_files_kib']:.0f} KiB" if "layer_files_kib" in t else ""
+        lines.append(f"separate {key.replace('_', ', --encoder-preset ')} ({t['size'][1]}x{t['size'][0]}, {t['frames']} frames): "
+                     f"{t['frames_per_second']:.1f} frames/s{files}; ms per frame: {stages}")
     m = r["1080p_memory"]
     w = r["work_per_output_frame"]
     lines += [f"720p frames/s = {100 * r['720p_over_224p']:.0f}% of 224p's",

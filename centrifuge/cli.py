@@ -75,9 +75,10 @@ def _add_separate(sub) -> None:
     p.add_argument("--max-size", type=_max_size, default="auto", help="longest side the network sees; larger frames are separated at this "
                    "size and each layer brought back to full size by a guided filter fitted there (default: auto, the scale the model "
                    "trained at: the shortest side its training clips had, 74 px for the bundled model; 0 = the network at full resolution)")
-    p.add_argument("--encoder-preset", default="veryfast", metavar="PRESET", help="x264 speed preset of the videos written: ultrafast, "
-                   "superfast, veryfast, faster, fast, medium, slow, ... (ultrafast: about 3x less encoding time, files about 2.7x "
-                   "larger at the same quality; default: %(default)s)")
+    p.add_argument("--encoder-preset", default="balanced", metavar="PRESET", help="x264 preset of the videos written: balanced "
+                   "(about veryfast's file sizes at half its encoding time), or one of x264's: ultrafast, superfast, veryfast, faster, "
+                   "fast, medium, slow, ... (ultrafast: about 3x less encoding time than veryfast, files up to 2.7x larger at the same "
+                   "quality; default: %(default)s)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_separate)
@@ -93,10 +94,10 @@ def _max_size(text: str) -> int | str:
 
 def _run_separate(args) -> int:
     from .separate import Centrifuge, separate_files
-    from .video import X264_PRESETS
+    from .video import ENCODER_PRESETS
 
-    if args.encoder_preset not in X264_PRESETS:  # before the model loads, not once per input
-        raise UserError(f"--encoder-preset must be one of {', '.join(X264_PRESETS)}, not {args.encoder_preset!r}")
+    if args.encoder_preset not in ENCODER_PRESETS:  # before the model loads, not once per input
+        raise UserError(f"--encoder-preset must be one of {', '.join(ENCODER_PRESETS)}, not {args.encoder_preset!r}")
     model = Centrifuge.from_pretrained(args.model, device=args.device)
     failures = separate_files(model, args.inputs, args.out, all_layers=args.all_layers, window=args.window, overlap=args.overlap,
                               max_size=args.max_size, force=args.force, progress=not args.quiet, encoder_preset=args.encoder_preset)

@@ -38,7 +38,7 @@ from .devices import autocast_dtype, resolve_device, use_channels_last
 from .guided import apply_coefficients, guided_coefficients
 from .losses import best_assignment, pairwise_loss_matrix
 from .models import CentrifugeNet, fold_batchnorm
-from .video import (DEFAULT_PRESET, X264_PRESETS, BackgroundWriter, VideoError, VideoWriter, copy_browser_playable, first_colour, iter_planes,
+from .video import (DEFAULT_PRESET, ENCODER_PRESETS, BackgroundWriter, VideoError, VideoWriter, copy_browser_playable, first_colour, iter_planes,
                     mux_audio, probe)
 
 log = logging.getLogger(__name__)
@@ -439,12 +439,12 @@ def separate_file(
 ) -> SeparationReport:
     """Separate one video file into ``out_root/<stem>/``: layer1.mp4, layer2.mp4 (the most distant
     pair), optional layers/, preview.png, index.html, info.json. The input is only read.
-    ``encoder_preset`` is x264's speed preset for every video written (``ultrafast``: faster,
-    larger files)."""
+    ``encoder_preset`` is the x264 preset for every video written (``balanced``: about veryfast's
+    files at half its encoding time; ``ultrafast``: faster, larger files)."""
     from .report import write_html, write_preview
 
-    if encoder_preset not in X264_PRESETS:
-        raise SeparationError(f"encoder preset must be one of {', '.join(X264_PRESETS)}, not {encoder_preset!r}")
+    if encoder_preset not in ENCODER_PRESETS:
+        raise SeparationError(f"encoder preset must be one of {', '.join(ENCODER_PRESETS)}, not {encoder_preset!r}")
     path = Path(path)
     info = probe(path)
     max_size = model.network_max_size(info.height, info.width, max_size)  # recorded in info.json as a number

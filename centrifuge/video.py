@@ -366,11 +366,23 @@ def _even(n: int) -> int:
     return n + (n % 2)
 
 
-# x264's speed presets, fastest first. ``veryfast`` by default: at 720p on the 2-core reference
-# machine it spends 47 ms a frame per output where ``ultrafast`` spends 14, for files about 2.7x
-# smaller at the same quality (crf); ``separate --encoder-preset`` chooses.
+# x264's speed presets, fastest first, and ``balanced`` (the default): x264's ``ultrafast`` with
+# CABAC, deblocking, B-frames, 8x8 transforms and hexagon motion search turned back on, at crf + 1.
+# What it leaves off (lookahead, macroblock-tree, adaptive B-frames) costs veryfast most of its
+# time. 720p, CPU per frame per output on the 2-core reference machine: veryfast 15-25 ms,
+# balanced 9-11, ultrafast 5-6; files at equal PSNR (within 0.2 dB) are 1.0-1.13x veryfast's with
+# balanced and up to 2.7x with ultrafast (docs/results.md, "Encoding the layers").
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-DEFAULT_PRESET = "veryfast"
+ENCODER_PRESETS = ("balanced", *X264_PRESETS)
+DEFAULT_PRESET = "balanced"
+_BALANCED_PARAMS = "cabac=1:deblock=1:bframes=3:b-adapt=0:8x8dct=1:partitions=i8x8,i4x4:me=hex:subme=2"
+
+
+def x264_options(preset: str, crf: int) -> dict[str, str]:
+    """The libx264 options of one of :data:`ENCODER_PRESETS` at quality ``crf``."""
+    if preset == "balanced":
+        return {"crf": str(crf + 1), "preset": "ultrafast", "x264-params": _BALANCED_PARAMS}
+    return {"crf": str(crf), "preset": preset}
 
 
 class VideoWriter:
@@ -390,8 +402,8 @@ class VideoWriter:
 
     def __init__(self, path: str | os.PathLike, fps: float, crf: int = 20, codec: str = "libx264", colour: ColourSpec | None = None,
                  preset: str = DEFAULT_PRESET):
-        if preset not in X264_PRESETS:
-            raise ValueError(f"encoder preset must be one of {', '.join(X264_PRESETS)}, not {preset!r}")
+        if preset not in ENCODER_PRESETS:
+            raise ValueError(f"encoder preset must be one of {', '.join(ENCODER_PRESETS)}, not {preset!r}")
         self.path = Path(path)
         self.fps = fps
         self.crf = crf
@@ -421,7 +433,7 @@ class VideoWriter:
                 self.colour = default_colour(height)
             for name, code in self.colour.tags().items():
                 setattr(stream.codec_context, name, code)
-        stream.options = {"crf": str(self.crf), "preset": self.preset} if "264" in self.codec else {}
+        stream.options = x264_options(self.preset, self.crf) if "264" in self.codec else {}
         self._stream = stream
 
     def write(self, frames: np.ndarray) -> None:

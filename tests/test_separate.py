@@ -262,13 +262,17 @@ def test_separate_file_writes_layers_report_and_audio_and_never_touches_the_inpu
 
 
 def test_the_encoder_preset_reaches_x264_for_every_video_written(bundled, tmp_path):
-    """x264 writes the options it encoded with into the stream: ``ultrafast`` turns CABAC off, the
-    default ``veryfast`` keeps it on. An unknown preset is refused before anything is written."""
+    """x264 writes the options it encoded with into the stream: ``ultrafast`` turns CABAC off,
+    ``veryfast`` keeps it on with its lookahead, the default ``balanced`` keeps CABAC, B-frames and
+    hexagon search without the lookahead. An unknown preset is refused before anything is written."""
     source = write_video(tmp_path / "clip.mp4", moving_frames(12, 40, 48))
-    for preset, cabac in (("ultrafast", b"cabac=0"), ("veryfast", b"cabac=1")):
+    signatures = {"ultrafast": (b"cabac=0", b"bframes=0"), "veryfast": (b"cabac=1", b"rc_lookahead=10", b"mbtree=1"),
+                  "balanced": (b"cabac=1", b"bframes=3", b"me=hex", b"8x8dct=1", b"mbtree=0", b"crf=21.0")}
+    for preset, options in signatures.items():
         report = separate_file(bundled, source, tmp_path / preset, window=12, overlap=4, progress=False, encoder_preset=preset)
         for name in ("layer1.mp4", "layer2.mp4"):
-            assert cabac in (report.folder / name).read_bytes(), (preset, name)
+            data = (report.folder / name).read_bytes()
+            assert all(option in data for option in options), (preset, name)
             assert probe(report.folder / name).num_frames == 12
         assert json.loads((report.folder / "info.json").read_text())["encoder_preset"] == preset
     with pytest.raises(SeparationError, match="encoder preset"):
