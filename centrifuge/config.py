@@ -34,6 +34,9 @@ class TrainConfig:
         written_weight: weight of Eq. 2 on the two outputs ``separate`` writes, the most distant
             pair (``losses.written_pair_losses``; not in the paper). With n > 2 outputs Eq. 2 lets
             the answer pick the best two, and the pair a user gets drifts away from it with training.
+        colour_invariant_weight: weight of Eq. 3 between the matched outputs and their targets after
+            the best per-clip, per-channel gain and offset (``losses.colour_invariant_losses``; not
+            in the paper): a global colour change of the blend earns nothing under it.
         lr_milestones / lr_values: piecewise-constant learning rate: ``lr_values[i]`` from step
             ``lr_milestones[i]`` on.
         precision: ``auto`` (bf16 autocast where the hardware has fast bf16, else fp32), ``fp32``, ``bf16``.
@@ -99,6 +102,7 @@ class TrainConfig:
     exclusion_weight: float = 0.0
     exclusion_until: float | None = None
     written_weight: float = 0.0
+    colour_invariant_weight: float = 0.0
     grad_clip: float | None = 5.0
     precision: str = "auto"
     workers: int = 2

@@ -169,6 +169,7 @@ def pit_loss(
     ordered_contrast: float = 0.0,
     exclusion_weight: float = 0.0,
     written_weight: float = 0.0,
+    colour_invariant_weight: float = 0.0,
 ) -> PITResult:
     """Eq. 2: the minimum over injective assignments of the summed per-target losses.
 
@@ -194,6 +195,8 @@ def pit_loss(
             blend, with every edge in both, cannot avoid.
         written_weight: weight of ``written_pair_losses``, Eq. 2 on the two outputs ``separate``
             writes (not in the paper; k = 2): it ties the pair a user gets to the answer.
+        colour_invariant_weight: weight of ``colour_invariant_losses`` for the matched outputs (not
+            in the paper): structure is rewarded, a global colour change of the blend is not.
 
     Example:
         >>> targets = torch.rand(2, 2, 3, 4, 8, 8)
@@ -245,6 +248,8 @@ def pit_loss(
         loss = loss + exclusion_weight * torch.stack(pairs).mean()
     if written_weight:
         loss = loss + written_weight * written_pair_losses(outputs, targets).mean()
+    if colour_invariant_weight:
+        loss = loss + colour_invariant_weight * colour_invariant_losses(outputs, targets, assignment).sum(dim=1).mean()
     return PITResult(loss=loss, per_example=per_example, assignment=assignment, costs=costs)
 
 
@@ -333,6 +338,30 @@ def most_distant_pair(layers: torch.Tensor) -> tuple[int, int]:
     """``most_distant_pairs`` of one example: ``layers`` ``(n, ...)`` → ``(i, j)`` with i < j."""
     i, j = most_distant_pairs(layers.unsqueeze(0))[0].tolist()
     return i, j
+
+
+def colour_fitted(outputs: torch.Tensor, targets: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Each output after the least-squares map ``gain · output + offset`` onto its target, one gain
+    and offset per clip and colour channel, with gradient through both: ``(..., C, T, H, W)``.
+    What a global brightness, contrast or colour change can do is taken out before comparing.
+    ``eps`` (in squared [0, 1] units) keeps the gain of a flat output near 0."""
+    dims = (-3, -2, -1)
+    centred = outputs - outputs.mean(dims, keepdim=True)
+    target_mean = targets.mean(dims, keepdim=True)
+    gain = (centred * (targets - target_mean)).mean(dims, keepdim=True) / ((centred * centred).mean(dims, keepdim=True) + eps)
+    return gain * centred + target_mean
+
+
+def colour_invariant_losses(outputs: torch.Tensor, targets: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 between each target and its matched output after :func:`colour_fitted`: ``(B, k)``.
+
+    Under Eq. 2 a darker and a lighter copy of the blend earn a lower loss than the blend itself,
+    the assignment giving each copy the target it suits, and that is where the networks here
+    stop. Any global colour map of the blend scores the same as the blend under this term: only
+    taking one scene's content out of the other's lowers it (the role SI-SDR plays in audio
+    separation, where a source's scale is likewise undetermined)."""
+    picked = _matched_outputs(outputs, assignment)
+    return reconstruction_loss(colour_fitted(picked, targets), targets)
 
 
 def written_pair(outputs: torch.Tensor) -> torch.Tensor:

@@ -373,7 +373,7 @@ def train_step(
                       recomposition_weight=config.recomposition_weight, diversity_weight=config.diversity_weight,
                       ordered_weight=config.ordered_weight, ordered_contrast=config.ordered_contrast,
                       exclusion_weight=config.exclusion_weight if exclusion_weight is None else exclusion_weight,
-                      written_weight=config.written_weight)
+                      written_weight=config.written_weight, colour_invariant_weight=config.colour_invariant_weight)
     optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     applied, grad_norm = _all_finite(result.loss.detach(), model, ddp)

@@ -5,6 +5,8 @@ import torch
 
 from centrifuge.losses import (
     best_assignment,
+    colour_fitted,
+    colour_invariant_losses,
     diversity,
     exclusion_loss,
     identity_outputs,
@@ -304,3 +306,32 @@ def test_written_weight_pulls_the_written_pair_onto_the_layers_that_eq2_alone_le
     # the term moves the written pair onto the layers (or makes the layers the most distant pair)
     assert float(written_pair_losses(tied, targets).mean()) < 0.5 * float(written_pair_losses(plain, targets).mean())
     assert float(pit_loss(tied, targets).loss) < 0.1
+
+
+def test_colour_fitted_undoes_a_global_colour_map_per_clip_and_channel():
+    targets = torch.rand(2, 2, 3, 4, 8, 8)
+    gains, offsets = torch.tensor([0.5, 1.5, -0.7]).view(3, 1, 1, 1), torch.tensor([0.2, -0.1, 0.4]).view(3, 1, 1, 1)
+    mapped = targets * gains + offsets
+    assert torch.allclose(colour_fitted(mapped, targets, eps=1e-9), targets, atol=1e-4)
+    assert torch.allclose(colour_fitted(mapped, targets), targets, atol=1e-2)  # eps shrinks the gain a little
+    flat = torch.full_like(targets, 0.3)  # nothing to fit: the target's mean
+    assert torch.allclose(colour_fitted(flat, targets), targets.mean(dim=(-3, -2, -1), keepdim=True).expand_as(targets), atol=1e-6)
+
+
+def test_the_colour_invariant_term_scores_copies_of_the_blend_like_the_blend_and_rewards_only_separation():
+    left, top = _stripes(-1), _stripes(-2)
+    targets = torch.stack([0.5 + 0.5 * left, 0.5 * top], dim=1)  # a bright and a dark scene
+    blend = targets.mean(dim=1)
+    copies = torch.stack([1.3 * blend, 0.7 * blend], dim=1)
+    same = torch.stack([blend, blend], dim=1)
+    eq2_copies, eq2_same = pit_loss(copies, targets), pit_loss(same, targets)
+    assert float(eq2_copies.loss) < float(eq2_same.loss)  # Eq. 2 rewards the copies
+    term = [colour_invariant_losses(o, targets, r.assignment).sum() for o, r in ((copies, eq2_copies), (same, eq2_same))]
+    assert float(term[0]) == pytest.approx(float(term[1]), rel=1e-2)  # this term does not (up to eps)
+    separated = torch.stack([0.9 * targets[:, 0] + 0.1 * targets[:, 1], 0.1 * targets[:, 0] + 0.9 * targets[:, 1]], dim=1)
+    assert float(colour_invariant_losses(separated, targets, pit_loss(separated, targets).assignment).sum()) < 0.5 * float(term[1])
+    weighted = pit_loss(copies, targets, colour_invariant_weight=2.0)
+    assert float(weighted.loss) == pytest.approx(float(eq2_copies.loss + 2.0 * term[0] / len(targets)), rel=1e-5)
+    outputs = copies.clone().requires_grad_(True)
+    pit_loss(outputs, targets, colour_invariant_weight=1.0).loss.backward()
+    assert outputs.grad.abs().sum() > 0

@@ -313,6 +313,9 @@ def test_the_logged_loss_is_the_pit_loss_apart_from_extra_terms(tmp_path):
     train(quick_config("steps=2", "written_weight=1.0"), tmp_path / "written", progress=False)
     records = [json.loads(line) for line in (tmp_path / "written" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["objective"] >= 2 * r["loss"] - 1e-6 for r in records if "loss" in r)
+    train(quick_config("steps=2", "colour_invariant_weight=1.0"), tmp_path / "colour", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "colour" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["objective"] > r["loss"] for r in records if "loss" in r)  # the colour-invariant term adds
 
 
 def test_exclusion_until_lowers_the_weight_linearly_to_zero_and_then_the_objective_is_the_loss(tmp_path):
