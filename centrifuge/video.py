@@ -375,7 +375,7 @@ def _even(n: int) -> int:
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 ENCODER_PRESETS = ("balanced", *X264_PRESETS)
 DEFAULT_PRESET = "balanced"
-_BALANCED_PARAMS = "cabac=1:deblock=1:bframes=3:b-adapt=0:8x8dct=1:partitions=i8x8,i4x4:me=hex:subme=2"
+_BALANCED_PARAMS = "cabac=1:deblock=0,0:bframes=3:b-adapt=0:8x8dct=1:partitions=i8x8,i4x4:me=hex:subme=2"
 
 
 def x264_options(preset: str, crf: int) -> dict[str, str]:

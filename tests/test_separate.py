@@ -267,7 +267,7 @@ def test_the_encoder_preset_reaches_x264_for_every_video_written(bundled, tmp_pa
     hexagon search without the lookahead. An unknown preset is refused before anything is written."""
     source = write_video(tmp_path / "clip.mp4", moving_frames(12, 40, 48))
     signatures = {"ultrafast": (b"cabac=0", b"bframes=0"), "veryfast": (b"cabac=1", b"rc_lookahead=10", b"mbtree=1"),
-                  "balanced": (b"cabac=1", b"bframes=3", b"me=hex", b"8x8dct=1", b"mbtree=0", b"crf=21.0")}
+                  "balanced": (b"cabac=1", b"deblock=1:0:0", b"bframes=3", b"me=hex", b"8x8dct=1", b"mbtree=0", b"crf=21.0")}
     for preset, options in signatures.items():
         report = separate_file(bundled, source, tmp_path / preset, window=12, overlap=4, progress=False, encoder_preset=preset)
         for name in ("layer1.mp4", "layer2.mp4"):
