@@ -74,13 +74,34 @@ def bilinear_resize(planes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return F.interpolate(tall.transpose(1, 2).contiguous(), size=size[1], mode="linear", align_corners=False)
 
 
-def apply_coefficients(a: torch.Tensor, b: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
+def apply_coefficients(a: torch.Tensor, b: torch.Tensor, plane: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``(n, k, h, w)`` coefficients and a full-resolution ``(k, H, W)`` input (float, code value /
-    255) → ``(n, k, H, W)`` layer planes."""
+    255) → ``(n, k, H, W)`` layer planes (into ``out`` when given)."""
     n, k = a.shape[:2]
     size = plane.shape[-2:]
     both = torch.cat([a, b], 1).reshape(2 * n * k, *a.shape[-2:])
     if tuple(both.shape[-2:]) != tuple(size):
         both = bilinear_resize(both, size)
     both = both.reshape(n, 2, k, *size)  # per layer: its k a-planes, then its k b-planes
-    return torch.addcmul(both[:, 1], both[:, 0], plane.unsqueeze(0))
+    if out is None:
+        return torch.addcmul(both[:, 1], both[:, 0], plane.unsqueeze(0))
+    return torch.addcmul(both[:, 1], both[:, 0], plane.unsqueeze(0), out=out)
+
+
+def recomposing_partners(layers: torch.Tensor, guide: torch.Tensor, tolerance: float = 1e-4) -> dict[int, int]:
+    """Layers that are twice the guide minus an earlier layer, to within ``tolerance``: ``{j: i}``.
+
+    The two layers of every pair of the ``affine`` and ``symmetric`` heads recompose the network's
+    input exactly (``l_i + l_j = 2 · input``). Brought to full resolution, ``j`` is then
+    ``2 · input − i``: one pass per pixel instead of two upsampled coefficient planes and a
+    multiply-add, and the full-resolution pair recomposes the full-resolution input exactly (its
+    own fit would differ by the fit's rounding, which in flat regions reaches a few code values).
+    ``layers``: ``(n, C, T, h, w)``; ``guide``: ``(C, T, h, w)``; both in the same units.
+    """
+    partners: dict[int, int] = {}
+    for j in range(layers.shape[0]):
+        for i in range(j):
+            if i not in partners and float((layers[i] + layers[j] - 2 * guide).abs().max()) <= tolerance:
+                partners[j] = i
+                break
+    return partners

@@ -35,7 +35,7 @@ from .checkpoint import weights_exist
 from .colour import ColourSpec, planes_to_rgb, planes_to_rgb_uint8, rgb_to_planes
 from .data import RESIZE_FACTOR
 from .devices import autocast_dtype, resolve_device, use_channels_last
-from .guided import apply_coefficients, guided_coefficients
+from .guided import apply_coefficients, guided_coefficients, recomposing_partners
 from .losses import best_assignment, pairwise_loss_matrix
 from .models import CentrifugeNet, fold_batchnorm
 from .video import (DEFAULT_PRESET, ENCODER_PRESETS, BackgroundWriter, VideoError, VideoWriter, copy_browser_playable, first_colour, iter_planes,
@@ -149,7 +149,12 @@ class Centrifuge:
         # A few frames at a time: a full-HD window never exists as one full-size tensor.
         chunks = [frames[i : i + 8] for i in range(0, len(frames), 8)]
         small = torch.stack([torch.cat([_resize(torch.stack([f[c] for f in chunk]), small_size) for chunk in chunks]) for c in range(3)])
-        rgb = planes_to_rgb(small, colour).clamp(0, 1).to(self.device).unsqueeze(0)
+        rgb = planes_to_rgb(small, colour).clamp(0, 1)
+        # The guide of the fit is what the network saw (a resized Y'CbCr pixel can fall outside the
+        # RGB cube): then the two layers of a pair recompose the guide exactly and so, at full
+        # resolution, the input (see guided.recomposing_partners).
+        guide = rgb_to_planes(rgb, colour)
+        rgb = rgb.to(self.device).unsqueeze(0)
         if use_channels_last(self.device, self.amp_dtype):
             rgb = rgb.contiguous(memory_format=torch.channels_last_3d)
         stats.add("resize", started)
@@ -159,7 +164,7 @@ class Centrifuge:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         stats.add("network", started)
-        return _Window(layers_rgb.cpu(), small, colour, full_size=small_size == (h, w))
+        return _Window(layers_rgb.cpu(), guide, colour, full_size=small_size == (h, w))
 
     def separate_stream(self, frames: Iterable[np.ndarray], window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP,
                         max_size: int | str | None = AUTO) -> Iterator[np.ndarray]:
@@ -331,6 +336,7 @@ class _Window:
     def __init__(self, layers_rgb: torch.Tensor, small_input: torch.Tensor, colour: ColourSpec | None, full_size: bool):
         self.layers_rgb, self.small_input, self.colour, self.full_size = layers_rgb, small_input, colour, full_size
         self.a = self.b = self.direct = None
+        self.partners: dict[int, int] = {}  # kept layer j → i where j = 2 · input − i
 
     def reorder(self, order: torch.Tensor) -> None:
         self.layers_rgb = self.layers_rgb[order]
@@ -344,16 +350,20 @@ class _Window:
         else:
             self.a, self.b = guided_coefficients(self.small_input.cpu(), layers)
             self.b = self.b * 255
+            self.partners = recomposing_partners(layers, self.small_input.cpu())
 
     def recipe(self, t: int, weight: float, total: tuple | None) -> tuple:
         """Frame ``t``'s recipe times ``weight``, added to ``total``."""
         if self.direct is not None:
             mine = ("direct", self.direct[:, :, t] * weight)
         else:
-            mine = ("guided", self.a[:, :, t] * weight, self.b[:, :, t] * weight)
+            mine = ("guided", self.a[:, :, t] * weight, self.b[:, :, t] * weight, self.partners)
         if total is None:
             return mine
-        return (mine[0],) + tuple(x + y for x, y in zip(total[1:], mine[1:]))
+        if mine[0] == "direct":
+            return (mine[0], total[1] + mine[1])
+        shared = {j: i for j, i in mine[3].items() if total[3].get(j) == i}  # a pair in every window
+        return (mine[0], total[1] + mine[1], total[2] + mine[2], shared)
 
     def synthesise(self, t: int, planes: Sequence[torch.Tensor]) -> torch.Tensor:
         """Frame ``t``'s layers ``(n, 3, H, W)`` in [0, 1] (unclamped) from its planes in [0, 1]."""
@@ -367,13 +377,26 @@ class _Window:
         if recipe[0] == "direct":
             small = recipe[1] / weight  # (n, 3, H, W) at the luma size
             return [_resize(small[:, c], tuple(p.shape[-2:])) for c, p in enumerate(planes)]
-        a, b = recipe[1] / weight, recipe[2] / weight  # (n, 3, h, w)
+        a, b, partners = recipe[1] / weight, recipe[2] / weight, recipe[3]  # (n, 3, h, w)
+        n = a.shape[0]
+        own = [k for k in range(n) if k not in partners]
+        a, b = a[own], b[own]
+        out = [torch.empty((n, *p.shape[-2:])) for p in planes]  # per plane, every layer
         if all(p.shape == planes[0].shape for p in planes):
-            out = apply_coefficients(a, b, torch.stack(list(planes)))
-            return [out[:, c] for c in range(3)]
-        luma = apply_coefficients(a[:, :1], b[:, :1], planes[0].unsqueeze(0))
-        chroma = apply_coefficients(a[:, 1:], b[:, 1:], torch.stack(list(planes[1:])))
-        return [luma[:, 0], chroma[:, 0], chroma[:, 1]]
+            made = apply_coefficients(a, b, torch.stack(list(planes)))
+            for c in range(3):
+                out[c][own] = made[:, c]
+        else:  # 4:2:0: luma, then the two chroma planes at their own size
+            if own == list(range(len(own))):  # the usual case: write straight into the outputs
+                apply_coefficients(a[:, :1], b[:, :1], planes[0].unsqueeze(0), out=out[0][: len(own)].unsqueeze(1))
+            else:
+                out[0][own] = apply_coefficients(a[:, :1], b[:, :1], planes[0].unsqueeze(0))[:, 0]
+            chroma = apply_coefficients(a[:, 1:], b[:, 1:], torch.stack(list(planes[1:])))
+            out[1][own], out[2][own] = chroma[:, 0], chroma[:, 1]
+        for j, i in partners.items():
+            for c in range(3):
+                torch.sub(planes[c], out[c][i], out=out[c][j]).add_(planes[c])
+        return out
 
 
 def _farthest_pair(distance: np.ndarray) -> tuple[int, int]:

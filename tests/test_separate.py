@@ -110,6 +110,49 @@ def test_a_real_720p_video_over_black_keeps_its_detail_in_its_own_layer(shared_v
     assert shares["black"] <= 0.30 and shares["video"] >= 0.85, shares
 
 
+def _pair_oracle() -> OracleNet:
+    """Answers as the affine head does: ``V ± D``, with ``D`` a per-pixel linear map of the blend."""
+    return OracleNet(lambda clip: torch.stack([clip + (0.4 * clip - 0.2), clip - (0.4 * clip - 0.2)], 1))
+
+
+def _planes_of(path: Path) -> list[list[torch.Tensor]]:
+    from centrifuge.video import iter_planes
+
+    return [[torch.from_numpy(p) for p in planes] for planes, _ in iter_planes(path)]
+
+
+def test_a_pair_that_recomposes_the_blend_small_recomposes_it_at_full_resolution(tmp_path, monkeypatch):
+    """Two small layers that sum to twice the network's input (every pair of the affine and
+    symmetric heads) come back at full resolution summing to twice the decoded frame, in luma and
+    in both half-size chroma planes, and within a fraction of a code value of each layer's own fit."""
+    from centrifuge import separate as module
+    from centrifuge.separate import first_colour
+
+    frames = moving_frames(6, 144, 256)
+    frames[:, :40, :40] = (255, 0, 0)  # saturated: resized Y'CbCr leaves the RGB cube there
+    source = write_video(tmp_path / "in.mp4", frames, fps=25)
+    colour = first_colour(source, probe(source))
+    model = Centrifuge(_pair_oracle(), name="pair", precision="fp32")
+    planes = _planes_of(source)
+    shortcut = [[p.clone() for p in out] for out in model.separate_planes(iter(planes), colour, window=4, overlap=2, max_size=64)]
+    for frame, layers in zip(planes, shortcut):
+        for plane, layer in zip(frame, layers):
+            assert (layer[0] + layer[1] - 2 * plane.float()).abs().max() <= 1e-3
+    monkeypatch.setattr(module, "recomposing_partners", lambda *args, **kwargs: {})
+    own_fits = list(model.separate_planes(iter(planes), colour, window=4, overlap=2, max_size=64))
+    worst = max(float((a - b).abs().max()) for x, y in zip(shortcut, own_fits) for a, b in zip(x, y))
+    assert 0 < worst <= 0.5, worst
+
+
+def test_recomposing_partners_pairs_only_layers_that_sum_to_twice_the_guide():
+    from centrifuge.guided import recomposing_partners
+
+    guide = torch.rand(3, 4, 8, 8)
+    first, other = torch.rand(3, 4, 8, 8), torch.rand(3, 4, 8, 8)
+    layers = torch.stack([first, other, 2 * guide - first, 2 * guide - other + 0.01])
+    assert recomposing_partners(layers, guide) == {2: 0}
+
+
 def _window_spy(calls: list) -> OracleNet:
     """An oracle that records the frames of each window it is given and answers, for layer 0, the
     window's number in every pixel (layer 1: its negative)."""
