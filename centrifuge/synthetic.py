@@ -124,12 +124,14 @@ def _smooth_path(rng: np.random.Generator, num_frames: int, scale: float, knots:
     return _spline_basis(num_frames, knots) @ ys
 
 
-def _warp_field(rng: np.random.Generator, num_frames: int, height: int, width: int, strength: float) -> torch.Tensor:
-    """A smooth non-rigid displacement ``(T, H, W, 2)`` in normalized units, drifting over time."""
+def _warp_field(rng: np.random.Generator, num_frames: int, height: int, width: int, strength: float,
+                frames: slice = slice(None)) -> torch.Tensor:
+    """A smooth non-rigid displacement ``(T, H, W, 2)`` in normalized units, drifting over time
+    (only the ``frames`` of the clip's ``num_frames``)."""
+    t = torch.linspace(0, 1, num_frames)[frames].view(-1, 1, 1, 1)
     if strength <= 0:
-        return torch.zeros(num_frames, height, width, 2)
+        return torch.zeros(len(t), height, width, 2)
     coarse = torch.from_numpy(rng.normal(0.0, strength, size=(2, 2, 4, 4)).astype(np.float32))
-    t = torch.linspace(0, 1, num_frames).view(num_frames, 1, 1, 1)
     field = coarse[0][None] * (1 - t) + coarse[1][None] * t  # (T, 2, 4, 4)
     field = F.interpolate(field, size=(height, width), mode="bicubic", align_corners=False)
     return field.permute(0, 2, 3, 1)
@@ -275,6 +277,11 @@ def _sprite_texture(rng, local: torch.Tensor, photos, own: tuple | None = None) 
     return colour(_sample_photo(photo, _apply_affines(homogeneous, affine)))
 
 
+# Frames rendered at once (in pixels): all of a training clip; a full-HD clip a few frames at a
+# time, since every frame costs about 200 bytes a pixel in temporaries (100 frames: 20 GB).
+RENDER_PIXELS = 1 << 23
+
+
 def synthetic_video(
     seed: int,
     num_frames: int = 32,
@@ -291,16 +298,30 @@ def synthetic_video(
     Returns:
         ``(T, H, W, 3)`` uint8 frames.
     """
+    step = max(1, RENDER_PIXELS // (height * width))
+    out = np.empty((num_frames, height, width, 3), np.uint8)
+    noise = None  # the generator positioned at the next frame's noise, shared by every range
+    for first in range(0, num_frames, step):
+        out[first : first + step], noise = _render(seed, num_frames, height, width, config, background, first, min(first + step, num_frames), noise)
+    return out
+
+
+def _render(seed: int, num_frames: int, height: int, width: int, config: SyntheticConfig, background: int | None,
+            first: int, last: int, noise: np.random.Generator | None) -> tuple[np.ndarray, np.random.Generator]:
+    """Frames ``first:last`` of :func:`synthetic_video`. Every range draws the clip's whole plan
+    from ``seed`` again (a few hundred numbers; nothing drawn depends on the range) and renders its
+    own frames; the per-pixel noise comes last in the stream, so it is drawn in order from the
+    generator the first range leaves at that point (``noise``), as one draw for the clip would."""
     rng = np.random.default_rng(seed)
     photos = photo_bank()
-    pixels = _frame_pixel_grid(num_frames, height, width)
+    pixels = _frame_pixel_grid(last - first, height, width)
 
     drawn = int(rng.integers(len(photos)))
     background = photos[drawn if background is None else background % len(photos)]
     background_colour = _colour_transform(rng)
     camera = _camera_matrices(rng, num_frames, height, width, background.shape[1:], config)
-    grid = _apply_affines(pixels, camera)
-    warp = _warp_field(rng, num_frames, height, width, config.warp_strength * rng.uniform(0, 1))
+    grid = _apply_affines(pixels, camera[first:last])
+    warp = _warp_field(rng, num_frames, height, width, config.warp_strength * rng.uniform(0, 1), slice(first, last))
     grid = grid + warp * torch.tensor([background.shape[2] / 2, background.shape[1] / 2])
     frames = background_colour(_sample_photo(background, grid))
     if rng.random() < config.blur_probability:  # background out of focus
@@ -308,7 +329,7 @@ def synthetic_video(
 
     for _ in range(int(rng.integers(config.min_sprites, config.max_sprites + 1))):
         sprite = _sprite_matrices(rng, num_frames, height, width, config)
-        local = _apply_affines(pixels, _in_scene(sprite, camera) if config.scene_sprites else sprite)
+        local = _apply_affines(pixels, (_in_scene(sprite, camera) if config.scene_sprites else sprite)[first:last])
         mask = _shape_mask(rng, local, softness=rng.uniform(0.01, 0.08)).unsqueeze(1)
         texture = _sprite_texture(rng, local, photos, (background, background_colour) if config.scene_sprites else None)
         frames = frames * (1 - mask) + texture * mask
@@ -316,12 +337,12 @@ def synthetic_video(
     t = torch.linspace(0, 1, num_frames).view(num_frames, 1, 1, 1)
     brightness = 1.0 + rng.uniform(-0.3, 0.3) * t + 0.1 * torch.sin(2 * math.pi * rng.uniform(0, 2) * t + rng.uniform(0, 6.3))
     tint = 1.0 + torch.from_numpy(rng.uniform(-0.15, 0.15, size=(1, 3, 1, 1)).astype(np.float32)) * t
-    frames = frames * brightness * tint
+    frames = frames * brightness[first:last] * tint[first:last]
     if rng.random() < config.blur_probability / 2:  # whole frame soft (motion blur, bad focus)
         frames = _gaussian_blur(frames, rng.uniform(0.5, 1.5))
-    noise = torch.from_numpy(rng.normal(0, config.noise_std, size=frames.shape).astype(np.float32))
-    frames = (frames + noise).clamp(0, 1)
-    return (frames.permute(0, 2, 3, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
+    noise = rng if noise is None else noise
+    frames = (frames + torch.from_numpy(noise.normal(0, config.noise_std, size=frames.shape).astype(np.float32))).clamp(0, 1)
+    return (frames.permute(0, 2, 3, 1) * 255.0 + 0.5).to(torch.uint8).numpy(), noise
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,16 @@ def test_generator_is_a_pure_function_of_the_seed():
     assert not np.array_equal(a, synthetic_video(6, 8, 40, 56))
 
 
+def test_a_large_clip_rendered_a_few_frames_at_a_time_is_the_clip_rendered_at_once(monkeypatch):
+    """Full-HD clips are rendered in ranges of frames (memory); the frames must be the same ones."""
+    import centrifuge.synthetic as synthetic
+
+    whole = [synthetic_video(seed, 13, 40, 56, synthetic.SyntheticConfig(scene_sprites=scene)) for seed, scene in ((3, False), (4, True))]
+    monkeypatch.setattr(synthetic, "RENDER_PIXELS", 2 * 40 * 56)
+    ranges = [synthetic_video(seed, 13, 40, 56, synthetic.SyntheticConfig(scene_sprites=scene)) for seed, scene in ((3, False), (4, True))]
+    assert all(np.array_equal(a, b) for a, b in zip(whole, ranges))
+
+
 def test_videos_move_and_look_like_photographs():
     assert len(photo_bank()) >= 10
     motion, texture = [], []
