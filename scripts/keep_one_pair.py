@@ -33,7 +33,8 @@ from centrifuge.data import blend_layers  # noqa: E402
 from centrifuge.evaluate import benchmark_pairs  # noqa: E402
 from centrifuge.losses import most_distant_pairs  # noqa: E402
 from centrifuge.models.centrifuge import CentrifugeNet  # noqa: E402
-from centrifuge.train import load_trained_model, model_meta  # noqa: E402
+from centrifuge.separate import SeparationError, model_path  # noqa: E402
+from centrifuge.train import TrainingError, load_trained_model, model_meta  # noqa: E402
 
 HEAD_CHANNELS_PER_PAIR = {"affine": 4, "symmetric": 3}
 
@@ -73,7 +74,10 @@ def main() -> None:
     parser.add_argument("destination")
     parser.add_argument("--pair", default="auto")
     args = parser.parse_args()
-    model = load_trained_model(args.source)
+    try:  # a bundled name ("default") or a path
+        model = load_trained_model(model_path(args.source))
+    except (SeparationError, TrainingError) as e:
+        raise SystemExit(f"error: {e}") from None
     n = model.config.num_layers
     if args.pair == "auto":
         counts = written_pair_counts(model)
