@@ -436,3 +436,28 @@ def test_a_stream_that_breaks_mid_way_is_separated_as_far_as_it_decodes_with_a_w
     assert 1 <= report.frames < 40
     assert probe(report.folder / "layer1.mp4").num_frames == report.frames
     assert any("broken.mp4" in r.message and "breaks" in r.message for r in caplog.records), caplog.text
+
+
+def test_a_failure_while_making_the_layers_stops_the_run_and_leaves_no_folder(bundled, tmp_path, monkeypatch):
+    """An error while the full-resolution layers are made (with the encoders running on their
+    threads) must reach the caller, stop the run, leave neither the output folder nor its work
+    folder behind, and a second run must then work."""
+    from centrifuge.separate import _Window
+
+    source = write_video(tmp_path / "clip.mp4", moving_frames(20, 32, 48))
+    made = _Window.synthesise_recipe
+    calls = []
+
+    def failing(recipe, weight, planes):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("synthesis failed")
+        return made(recipe, weight, planes)
+
+    monkeypatch.setattr(_Window, "synthesise_recipe", staticmethod(failing))
+    with pytest.raises(RuntimeError, match="synthesis failed"):
+        separate_file(bundled, source, tmp_path / "out", window=8, overlap=2, progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    monkeypatch.setattr(_Window, "synthesise_recipe", staticmethod(made))
+    report = separate_file(bundled, source, tmp_path / "out", window=8, overlap=2, progress=False)
+    assert probe(report.folder / "layer2.mp4").num_frames == 20
