@@ -93,9 +93,9 @@ def recomposing_partners(layers: torch.Tensor, guide: torch.Tensor, tolerance: f
 
     The two layers of every pair of the ``affine`` and ``symmetric`` heads recompose the network's
     input exactly (``l_i + l_j = 2 · input``). Brought to full resolution, ``j`` is then
-    ``2 · input − i``: one pass per pixel instead of two upsampled coefficient planes and a
-    multiply-add, and the full-resolution pair recomposes the full-resolution input exactly (its
-    own fit would differ by the fit's rounding, which in flat regions reaches a few code values).
+    ``2 · input − i``: two passes over the frame instead of two upsampled coefficient planes per
+    colour plane and a multiply-add, and the full-resolution pair recomposes the full-resolution
+    input exactly (its own fit would differ by the fit's float rounding: hundredths of a code value).
     ``layers``: ``(n, C, T, h, w)``; ``guide``: ``(C, T, h, w)``; both in the same units.
     """
     partners: dict[int, int] = {}
