@@ -41,8 +41,9 @@ class TrainConfig:
             ``lr_milestones[i]`` on.
         precision: ``auto`` (bf16 autocast where the hardware has fast bf16, else fp32), ``fp32``, ``bf16``.
         max_bad_steps: consecutive non-finite losses after which the run stops.
-        init_weights: a run folder, checkpoint or .safetensors model to start from (fine-tuning);
-            ignored when the run folder already has a checkpoint to resume.
+        init_weights: the model to start from (fine-tuning): a bundled model's name (``default``), a
+            run folder, checkpoint or .safetensors file; ignored when the run folder already has a
+            checkpoint to resume.
         deterministic: train in fp32 whatever ``precision`` says. Under bf16 autocast, oneDNN's
             3D-convolution backward (PyTorch 2.13, CPU) is not bit-reproducible; fp32 is exact.
         pipeline: how training data is made. ``batched``: a batch at a time on the model's device

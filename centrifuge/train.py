@@ -508,7 +508,6 @@ def train(
     if ddp.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _check_run_folder(run_dir, config)
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     if ddp.enabled:
         dist.barrier()
 
@@ -528,7 +527,9 @@ def train(
         if ddp.is_main:
             log.info("resuming %s from step %d", run_dir, step)
     elif config.init_weights:
-        _load_initial_weights(model, config.init_weights)
+        load_initial_weights(model, config.init_weights)
+    if ddp.is_main:  # only now: a run that could not start leaves no settings that would block a corrected retry
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     model.to(torch_device)
     _move_optimizer_state(optimizer, torch_device)
     if channels_last:
@@ -737,10 +738,16 @@ def _log_images(writer, model, dataset: LayerPairs, device: torch.device, step: 
     model.train(was_training)
 
 
-def _load_initial_weights(model: CentrifugeNet, source: str) -> None:
-    """Start a new run from another run's weights (fine-tuning); the architectures must match."""
+def load_initial_weights(model: CentrifugeNet, source: str) -> None:
+    """Start a new run from another run's weights (fine-tuning): a bundled model's name
+    (``default``), a run or checkpoint folder or a ``.safetensors`` file; the architectures must
+    match."""
+    from .separate import SeparationError, model_path
+
     try:
-        trained = load_trained_model(source)
+        trained = load_trained_model(model_path(source))
+    except SeparationError as e:
+        raise TrainingError(f"init_weights {e}") from None
     except (CheckpointError, OSError, KeyError, ValueError) as e:
         raise TrainingError(f"init_weights {source}: {e}") from None
     if trained.config != model.config:

@@ -37,7 +37,7 @@ from centrifuge.checkpoint import write_text_atomically  # noqa: E402
 from centrifuge.config import make_config  # noqa: E402
 from centrifuge.evaluate import HELD_BACK_VIDEOS  # noqa: E402
 from centrifuge.models import build_model  # noqa: E402
-from centrifuge.train import export_model, load_trained_model, train  # noqa: E402
+from centrifuge.train import TrainingError, export_model, load_initial_weights, load_trained_model, train  # noqa: E402
 
 TRAIN_VIDEOS = ("bigbuckbunny.mp4", "box.mp4", "tree.avi")
 
@@ -127,7 +127,9 @@ def main() -> int:
     try:
         config = make_config("cpu", overrides=overrides)
         model = build_model(config.model, **config.model_overrides).to(device)
-    except (ValueError, KeyError, TypeError) as e:  # an override that does not make a model
+        if config.init_weights:  # a model to start from that does not load fails now, not after the timings
+            load_initial_weights(model, config.init_weights)
+    except (ValueError, KeyError, TypeError, TrainingError) as e:  # an override that does not make a model
         raise SystemExit(f"gpu_train{' ' + args.arm if args.arm else ''}: {e}") from None
 
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

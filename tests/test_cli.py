@@ -328,6 +328,7 @@ def test_the_planned_gpu_arms_build_and_each_candidate_fits_a_file_that_comes_ba
 
     from centrifuge.config import make_config
     from centrifuge.models import build_model
+    from centrifuge.train import load_initial_weights
 
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("gpu_train", root / "scripts" / "gpu_train.py")
@@ -340,6 +341,8 @@ def test_the_planned_gpu_arms_build_and_each_candidate_fits_a_file_that_comes_ba
     for name, overrides in arms.items():
         config = make_config("cpu", overrides=gpu_train.MODEL + gpu_train.GPU + overrides.split())
         model = build_model(config.model, **config.model_overrides)
+        if config.init_weights:  # an arm that continues a model: it must load into the arm's network
+            load_initial_weights(model, config.init_weights)
         size = sum(t.numel() * 2 for t in model.state_dict().values() if t.is_floating_point())
         files += 2 if size <= gpu_train.SHARD_BYTES else math.ceil(size / gpu_train.SHARD_BYTES) + 2
     assert files <= 8, files

@@ -57,6 +57,46 @@ def test_a_run_folder_refuses_a_different_configuration(tmp_path):
         train(quick_config("steps=2", "lr=0.5"), tmp_path / "run", progress=False)
 
 
+# --------------------------------------------------------------------------- fine-tuning
+
+
+def _parameters(state: dict, model_name: str = "tiny") -> dict:
+    """The learnable tensors of a state dict (BatchNorm's running statistics move in any step)."""
+    names = {name for name, _ in build_model(model_name).named_parameters()}
+    return {k: v for k, v in state.items() if k in names}
+
+
+def test_a_run_started_from_a_model_starts_from_its_weights_named_by_path_or_bundled_name(tmp_path, monkeypatch):
+    import centrifuge.separate as separate_module
+    from centrifuge.train import export_model
+
+    source = tmp_path / "source"
+    train(quick_config("steps=2", "seed=3"), source, progress=False)
+    bundled = tmp_path / "pretrained"
+    bundled.mkdir()
+    export_model(source, bundled / "mine.safetensors", half=False)
+    monkeypatch.setattr(separate_module, "PRETRAINED_DIR", bundled)
+    expected = _parameters(load_trained_model(source).state_dict())
+    fresh = _parameters(build_model("tiny").state_dict())
+    assert not all(torch.equal(fresh[k], expected[k]) for k in expected)  # the check below can tell them apart
+    for name, init in (("by_path", str(source)), ("by_name", "mine")):
+        run = tmp_path / name
+        train(quick_config("steps=1", "lr=0", "checkpoint_every=1", f"init_weights={init}"), run, progress=False)
+        started = _parameters(load_trained_model(run).state_dict())  # a step at lr 0 moves no parameter
+        assert all(torch.equal(started[k], expected[k]) for k in expected), name
+
+
+def test_a_model_to_start_from_that_is_missing_or_of_another_shape_is_refused(tmp_path):
+    source = tmp_path / "source"
+    train(quick_config("steps=1", "model.num_layers=2"), source, progress=False)
+    with pytest.raises(TrainingError, match="differs from this run's"):
+        train(quick_config("steps=1", f"init_weights={source}"), tmp_path / "other_shape", progress=False)
+    with pytest.raises(TrainingError, match="no such model file or folder"):
+        train(quick_config("steps=1", "init_weights=no_such_model"), tmp_path / "missing", progress=False)
+    fixed = train(quick_config("steps=1", f"init_weights={source}", "model.num_layers=2"), tmp_path / "other_shape", progress=False)
+    assert fixed.step == 1  # the refused start left nothing in its folder that blocks the corrected command
+
+
 def test_learning_rate_is_piecewise_constant_in_iterations():
     config = make_config("paper")
     assert learning_rate(config, 0) == 0.1
