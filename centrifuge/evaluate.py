@@ -498,6 +498,16 @@ def training_overlap(model: str | None, data: Sequence[str] | str) -> list[str]:
     return [str(f) for f in files if str(f.resolve()) in by_path or (f.name, f.stat().st_size) in by_name]
 
 
+def short_model_name(name: str, width: int = 18) -> str:
+    """A column title for a model: ``/work/runs/s29/excl (BN at 32x64)`` → ``excl``;
+    ``OUT/x64/model.safetensors`` → ``x64``; long names keep their start."""
+    path = Path(name.split(" (")[0])
+    stem = path.name[: -len(".safetensors")] if path.name.endswith(".safetensors") else path.name
+    if stem in ("model", "") and path.parent.name:
+        stem = path.parent.name
+    return stem if len(stem) <= width else stem[: width - 1] + "…"
+
+
 @torch.no_grad()
 def plot_separations(models: Sequence[tuple[str, CentrifugeNet]], pairs: torch.Tensor, path: str | Path, frame: int | None = None,
                      network_size: int | None = None) -> Path:
@@ -513,7 +523,7 @@ def plot_separations(models: Sequence[tuple[str, CentrifugeNet]], pairs: torch.T
     fig, axes = plt.subplots(len(pairs), columns, figsize=(1.5 * columns, 1.55 * len(pairs) + 0.3), squeeze=False)
     t = pairs.shape[3] // 2 if frame is None else frame
     predictors = [_predictor(model, network_size, pairs.shape[-1]) for _, model in models]
-    titles = ["blend", "layer 1", "layer 2"] + [f"{name[-18:]}\n{k}" for name, _ in models for k in ("→ 1", "→ 2")]
+    titles = ["blend", "layer 1", "layer 2"] + [f"{short_model_name(name)}\n{k}" for name, _ in models for k in ("→ 1", "→ 2")]
     for row, layers in zip(axes, pairs):
         blend = blend_layers(layers[None], 0.5)
         images = [blend[0, :, t], layers[0, :, t], layers[1, :, t]]

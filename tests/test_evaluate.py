@@ -10,7 +10,7 @@ from PIL import Image
 from centrifuge.data import PAPER_COLORS
 from centrifuge.evaluate import (BenchmarkRow, benchmark_items, benchmark_pairs, color_pairs, diversity_scores, format_depth_table,
                                  format_frozen_grid, format_layers_table, frozen_pairs, identity_row, plot_diversity_grid,
-                                 run_class_experiment, run_frozen_experiment, score_model)
+                                 run_class_experiment, run_frozen_experiment, score_model, short_model_name)
 from centrifuge.models import build_model
 
 
@@ -301,3 +301,10 @@ def test_the_written_pair_is_scored_without_the_answer_while_the_headline_lets_i
     assert two.written_loss != two.written_loss  # nothing to choose between: no separate figure
     text = format_table([identity_row(pairs), row, two])
     assert "written" in text and f"{row.written_ratio:8.3f}" in text
+
+
+def test_a_plot_column_names_its_model_by_run_or_file_not_by_a_cut_off_path():
+    assert short_model_name("/work/runs/s29/excl (BN at 32x64)") == "excl"  # was "29/excl (BN at 32x"-style cuts
+    assert short_model_name("OUT/x64/model.safetensors") == "x64"
+    assert short_model_name("default (BN at 32x64)") == "default"
+    assert short_model_name("a_very_long_model_name_indeed.safetensors") == "a_very_long_model…"
