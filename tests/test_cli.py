@@ -320,6 +320,24 @@ def test_the_gpu_script_runs_arms_side_by_side_each_returning_a_model_with_its_r
     assert bad.returncode != 0 and "Traceback" not in bad.stdout + bad.stderr and "width must be positive" in bad.stdout
 
 
+def test_the_long_cpu_run_continues_the_shipped_model_with_its_recipe(tmp_path, shared_videos):
+    """``scripts/train_long.sh`` is the background run behind the next bundled model: its recipe must
+    load the shipped weights into its network (one step here, the script's settings otherwise)."""
+    from centrifuge.separate import Centrifuge
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "long"
+    small = ["steps=1", "val_every=1000", "val_clips=2", "workers=0", "batch_size=2", "num_frames=8", "crop_size=32"]  # the clips' size is not the recipe
+    result = subprocess.run(["bash", str(root / "scripts" / "train_long.sh"), str(run), *(f"--set={s}" for s in small)],
+                            capture_output=True, text=True, timeout=300, cwd=root,
+                            env={**ENV, "NICE": "0", "VIDEOS": str(shared_videos), "CENTRIFUGE": str(Path(sys.executable).parent / "centrifuge")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    settings = json.loads((run / "config.json").read_text())
+    assert (settings["init_weights"], settings["exclusion_weight"], settings["time_budget"]) == ("default", 0.1, 18000)
+    assert latest_valid_checkpoint(run / "checkpoints") is not None
+    assert Centrifuge.from_pretrained(str(run), device="cpu").net.config == Centrifuge.from_pretrained(device="cpu").net.config
+
+
 def test_the_planned_gpu_arms_build_and_each_candidate_fits_a_file_that_comes_back():
     """``scripts/gpu_recipes.sh`` is the next GPU call: every arm must make a model from the GPU
     run's settings, and what the arms return must fit the 8 files of at most 16 MiB that come back
