@@ -13,8 +13,9 @@
 #   written term: on the CPU (session 29) the shipped model continued 45 min at 1e-4 (batch 8) with
 #   the term reached 0.713 against 0.731, the best continuation yet, where the same rate without the
 #   term stopped at 0.724; that model continued with the written term as well (session 30) was, an
-#   hour on, 0.031 worse than the shipped one. A winner here ships as is. (It replaces c64, the control without the exclusion term: four CPU
-#   settings agree that the term at 0.1 beats its control.)
+#   hour on, 0.031 worse than the shipped one. A winner here ships as is. (It replaces c64, the
+#   control without the exclusion term: four CPU settings agree that the term at 0.1 beats its
+#   control.)
 # - x64n2: x64 with two outputs instead of four (and so no written term: the pair is all there is).
 # `separate` writes the two most distant of the n outputs, chosen without the answer, while the
 # benchmark's headline lets the answer pick the best two: for the bundled model 0.801 against 0.731
