@@ -1,12 +1,17 @@
 #!/usr/bin/env python
-"""Can a model at all learn to take one scene's detail out of the other? Train it on four fixed
-blends of real training-video clips (16×64×64) and print, every 50 steps, its loss and the share
-of each output's detail that belongs to the other scene (``evaluate.other_scene_share``: 0.5 = not
-separated, 0 = separated) on those same four blends, in eval mode.
+"""Can a model at all learn to take one scene's detail out of the other? Train it on N fixed
+blends of real training-video clips (16×64×64; four by default) and print, every ``--every`` steps,
+the ratio of its loss to the identity baseline's and the share of each output's detail that belongs
+to the other scene (``evaluate.other_scene_share``: 0.5 = not separated, 0 = separated) on those
+same blends (at most 64 of them), in eval mode; with ``--unseen`` also on 64 new blends of the same
+videos (other crops and starts, another seed), and with ``--held-back`` on 64 blends of the
+held-back benchmark's videos at the same size (scenes it never saw).
 
-A head or decoder that cannot draw or route fine detail stays at 0.5 even when memorising.
+A head or decoder that cannot draw or route fine detail stays at 0.5 even when memorising. How
+the ratio on the fixed blends grows with N says whether the network can fit many blends at all
+(capacity and optimisation) or fits a few by heart and learns no rule (data).
 
-Usage: scripts/overfit_probe.py VARIANT[,VARIANT...] [--steps 300] [--width 0.25] [--lr 1e-3]
+Usage: scripts/overfit_probe.py VARIANT[,VARIANT...] [--steps 300] [--width 0.25] [--lr 1e-3] [--blends 4] [--batch 8] [--unseen] [--held-back]
 VARIANT: an output head (direct, residual, symmetric, affine), optionally with ``+skip`` for the
 decoder's full-resolution input skip, e.g. ``symmetric,affine+skip``. VIDEOS: ../shared/videos.
 """
@@ -21,48 +26,81 @@ import torch
 
 from centrifuge.data import blend_layers
 from centrifuge.devices import autocast_dtype
-from centrifuge.evaluate import benchmark_pairs, other_scene_share
-from centrifuge.losses import pit_loss
+from centrifuge.evaluate import HELD_BACK_VIDEOS, benchmark_pairs, other_scene_share
+from centrifuge.losses import identity_outputs, pit_loss
 from centrifuge.models import build_model
 
+SCORED = 64  # blends scored at each check
 
-def probe(variant: str, pairs: torch.Tensor, steps: int, width: float, lr: float) -> None:
+
+@torch.no_grad()
+def scores(model: torch.nn.Module, pairs: torch.Tensor, chunk: int = 8) -> tuple[float, float]:
+    """Ratio to identity and *other* of ``model`` on ``pairs`` in eval mode."""
+    model.eval()
+    losses, identities, others = [], [], []
+    for start in range(0, len(pairs), chunk):
+        layers = pairs[start : start + chunk]
+        blend = blend_layers(layers, torch.full((len(layers),), 0.5))
+        outputs = model(blend).float()
+        result = pit_loss(outputs, layers)
+        matched = torch.stack([outputs[b, result.assignment[b]] for b in range(len(layers))])
+        losses.append(result.per_example)
+        identities.append(pit_loss(identity_outputs(blend), layers).per_example)
+        others.append(other_scene_share(matched, layers))
+    return float(torch.cat(losses).mean() / torch.cat(identities).mean()), float(torch.cat(others).mean())
+
+
+def probe(variant: str, pairs: torch.Tensor, args: argparse.Namespace, scored: dict[str, torch.Tensor]) -> None:
     torch.manual_seed(0)
     output, _, skip = variant.partition("+")
-    model = build_model("small", output=output, num_layers=2, width=width, input_skip=skip == "skip")
-    optimizer = torch.optim.Adam(model.parameters(), lr)
-    blend = blend_layers(pairs, torch.full((len(pairs),), 0.5))
-    started = time.perf_counter()
-    for step in range(1, steps + 1):
+    model = build_model("small", output=output, num_layers=2, width=args.width, input_skip=skip == "skip")
+    optimizer = torch.optim.Adam(model.parameters(), args.lr)
+    batch = min(args.batch, len(pairs))
+    order = torch.randperm(len(pairs))
+    started, cursor = time.perf_counter(), 0
+    for step in range(1, args.steps + 1):
+        if cursor + batch > len(order):
+            order, cursor = torch.randperm(len(pairs)), 0
+        layers = pairs[order[cursor : cursor + batch]]
+        cursor += batch
         model.train()
         with torch.autocast("cpu", torch.bfloat16, enabled=autocast_dtype(torch.device("cpu")) is not None):
-            outputs = model(blend)
-        loss = pit_loss(outputs.float(), pairs).loss
+            outputs = model(blend_layers(layers, torch.full((batch,), 0.5)))
+        loss = pit_loss(outputs.float(), layers).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % 50 == 0:
-            model.eval()
-            with torch.no_grad():
-                outputs = model(blend).float()
-            result = pit_loss(outputs, pairs)
-            matched = torch.stack([outputs[b, result.assignment[b]] for b in range(len(pairs))])
-            other = float(other_scene_share(matched, pairs).mean())
-            print(f"{variant:<16} step {step:4d}  loss {float(result.loss):.4f}  other {other:.3f}  "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
+        if step % args.every == 0:
+            ratio, other = scores(model, pairs[:SCORED])
+            line = f"{variant:<16} N {len(pairs):5d}  step {step:5d}  fixed: ratio {ratio:.3f} other {other:.3f}"
+            for name, more in scored.items():
+                ratio, other = scores(model, more)
+                line += f"  {name}: ratio {ratio:.3f} other {other:.3f}"
+            print(f"{line}  {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variants")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--blends", type=int, default=4, help="fixed blends to train on")
+    parser.add_argument("--batch", type=int, default=8, help="blends per step (at most --blends)")
+    parser.add_argument("--unseen", action="store_true", help="also score 64 new blends of the same videos")
+    parser.add_argument("--held-back", action="store_true", help="also score 64 blends of the held-back benchmark's videos")
     args = parser.parse_args()
     v = os.environ.get("VIDEOS", "../shared/videos")
-    pairs = benchmark_pairs(f"{v}/bigbuckbunny.mp4,{v}/box.mp4,{v}/tree.avi", 4, 16, 64, seed=1)
+    data = f"{v}/bigbuckbunny.mp4,{v}/box.mp4,{v}/tree.avi"
+    pairs = benchmark_pairs(data, args.blends, 16, 64, seed=1)
+    scored = {}
+    if args.unseen:
+        scored["unseen"] = benchmark_pairs(data, SCORED, 16, 64, seed=2)
+    if args.held_back:
+        scored["held-back"] = benchmark_pairs(",".join(f"{v}/{name}" for name in HELD_BACK_VIDEOS), SCORED, 16, 64, seed=0)
     for variant in args.variants.split(","):
-        probe(variant, pairs, args.steps, args.width, args.lr)
+        probe(variant, pairs, args, scored)
 
 
 if __name__ == "__main__":

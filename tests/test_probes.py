@@ -142,3 +142,23 @@ def test_the_brightness_oracle_removes_an_offset_per_channel_and_nothing_else():
     assert torch.allclose(offset_fixed(targets + shift, targets), targets, atol=1e-6)
     flipped = targets.flip(-1)  # same means, different picture: left as it is
     assert torch.allclose(offset_fixed(flipped, targets), flipped, atol=1e-6)
+
+
+def test_the_overfit_probe_scores_an_exact_separation_at_zero_and_the_blend_at_one():
+    probe = _script("overfit_probe")
+    torch.manual_seed(0)
+    pairs = torch.rand(3, 2, 3, 4, 16, 16)
+
+    class Answer(torch.nn.Module):  # returns the true layers of whichever blend it is given
+        def forward(self, blend):
+            index = [int(torch.argmin((pairs.mean(1) - b).abs().flatten(1).sum(1))) for b in blend]
+            return pairs[index]
+
+    class Blend(torch.nn.Module):
+        def forward(self, blend):
+            return torch.stack([blend, blend], 1)
+
+    ratio, other = probe.scores(Answer(), pairs, chunk=2)
+    assert ratio < 1e-6 and other < 0.05
+    ratio, other = probe.scores(Blend(), pairs, chunk=2)
+    assert abs(ratio - 1) < 1e-6 and abs(other - 0.5) < 0.05
