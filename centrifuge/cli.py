@@ -37,7 +37,7 @@ def _add_train(sub) -> None:
 def _run_train(args) -> int:
     from .checkpoint import list_checkpoints
     from .config import make_config
-    from .train import train
+    from .train import model_config_for, train
 
     overrides = list(args.overrides)
     for key in ("data", "val_data", "steps"):
@@ -46,6 +46,7 @@ def _run_train(args) -> int:
             overrides.append(f"{key}={value}")
     try:
         config = make_config(args.preset, args.config, overrides)
+        model_config_for(config)  # a bad model.* option is one line now, not a traceback later
     except ValueError as e:
         raise UserError(str(e)) from None
     if args.no_resume and list_checkpoints(Path(args.out) / "checkpoints"):
@@ -98,6 +99,8 @@ def _run_separate(args) -> int:
 
     if args.encoder_preset not in ENCODER_PRESETS:  # before the model loads, not once per input
         raise UserError(f"--encoder-preset must be one of {', '.join(ENCODER_PRESETS)}, not {args.encoder_preset!r}")
+    if args.window < 1 or not 0 <= args.overlap < args.window:
+        raise UserError(f"need --window of at least 1 frame and 0 <= --overlap < --window, got {args.window} and {args.overlap}")
     model = Centrifuge.from_pretrained(args.model, device=args.device)
     failures = separate_files(model, args.inputs, args.out, all_layers=args.all_layers, window=args.window, overlap=args.overlap,
                               max_size=args.max_size, force=args.force, progress=not args.quiet, encoder_preset=args.encoder_preset)
@@ -158,6 +161,9 @@ def _run_evaluate(args) -> int:
         raise UserError("evaluate needs --data (held-back videos, synthetic or synthetic-classes) or --benchmark held-back")
     if args.calibrate < 0:
         raise UserError(f"--calibrate needs a positive clip count, got {args.calibrate}")
+    if (args.pairs is not None and args.pairs < 1) or args.photo_pairs < 0 or args.frames < 1 or args.size < 8:
+        raise UserError(f"evaluate needs --pairs of at least 1, --photo-pairs of at least 0, --frames of at least 1 and --size of "
+                        f"at least 8 px, got {args.pairs}, {args.photo_pairs}, {args.frames} and {args.size}")
     if args.network_size and (args.network_size < 16 or args.benchmark is None):
         raise UserError(f"--network-size needs --benchmark and at least 16 px, got {args.network_size}")
     models = [(str(name or "bundled default"), Centrifuge.from_pretrained(name, device=args.device).net) for name in names]

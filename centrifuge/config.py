@@ -6,6 +6,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+import types
+import typing
 from typing import Any
 
 
@@ -137,18 +139,112 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        config = cls(**d)
-        if not 0 <= float(config.ordered_weight) <= 1:
-            raise ValueError(f"ordered_weight must be between 0 and 1, got {config.ordered_weight}")
-        if config.exclusion_until is not None and not 0 < float(config.exclusion_until) <= 1:
-            raise ValueError(f"exclusion_until must be above 0 and at most 1, got {config.exclusion_until}")
-        if not 0 <= float(config.ordered_contrast) < 1:
-            raise ValueError(f"ordered_contrast must be at least 0 and below 1, got {config.ordered_contrast}")
+        config = cls(**checked_fields(cls, d, "training option"))
+        for name, (fits, wanted) in _OPTION_RANGES.items():
+            value = getattr(config, name)
+            if not all(v is None or fits(v) for v in (value if isinstance(value, list) else [value])):
+                raise ValueError(f"{name} must be {wanted}, got {value!r}")
+        if isinstance(config.alpha, list) and len(config.alpha) != 2:
+            raise ValueError(f"alpha must be a number or [low, high], got {config.alpha!r}")
         return config
+
+
+def _share(v: float) -> bool:
+    return 0 <= v <= 1
+
+
+# Values no run can use, caught when the configuration is read: `--set crop_size=0` or
+# `--set precision=fp8` is one line at the start, not a traceback or an empty run later.
+# None (where the type allows it) means "off" and is not checked; lists are checked item by item.
+_OPTION_RANGES: dict[str, tuple[Any, str]] = {
+    **{name: (lambda v: v >= 1, "at least 1") for name in (
+        "num_frames", "crop_size", "batch_size", "steps", "log_every", "val_every", "val_clips",
+        "checkpoint_every", "keep_checkpoints", "max_bad_steps")},
+    **{name: (lambda v: v >= 0, "at least 0") for name in (
+        "workers", "lr", "lr_values", "momentum", "weight_decay", "recomposition_weight", "diversity_weight",
+        "exclusion_weight", "written_weight", "colour_invariant_weight", "lr_milestones")},
+    **{name: (_share, "between 0 and 1") for name in (
+        "synthetic_fraction", "ordered_weight", "warmup", "layer_blur", "layer_dim", "layer_light",
+        "layer_still", "layer_jitter")},
+    **{name: (lambda v: v > 0, "above 0") for name in (
+        "grad_clip", "time_budget", "checkpoint_seconds")},
+    "alpha": (lambda v: 0 < v < 1, "between 0 and 1 (exclusive)"),
+    "exclusion_until": (lambda v: 0 < v <= 1, "above 0 and at most 1"),
+    "ordered_contrast": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    "video_zoom": (lambda v: v >= 1, "at least 1"),
+    "optimizer": (lambda v: v in ("sgd", "adam", "adamw"), "sgd, adam or adamw"),
+    "precision": (lambda v: v in ("auto", "fp32", "bf16"), "auto, fp32 or bf16"),
+    "pipeline": (lambda v: v in ("auto", "batched", "loader"), "auto, batched or loader"),
+    "photos": (lambda v: v in ("auto", "scikit-image"), "auto or scikit-image"),
+}
+
+
+_TYPE_WORDS = {float: "a number", int: "a whole number", bool: "true or false", str: "text", type(None): "null"}
+
+
+def _type_name(hint) -> str:
+    """How an option's type reads in an error: ``float | None`` → "a number or null"."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_name(args[0]).removeprefix('a ')}s" if args else "a list"
+    if args:
+        return " or ".join(_type_name(a) for a in args)
+    return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def checked_fields(cls: type, values: dict, what: str, prefix: str = "") -> dict:
+    """``values`` for the dataclass ``cls``, each checked against its field's type (:func:`_checked`);
+    a ``ValueError`` names an unknown or mistyped field (as ``prefix`` + name, e.g. ``model.width``)."""
+    hints = typing.get_type_hints(cls)
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what}(s): {', '.join(prefix + name for name in sorted(unknown))}")
+    return {key: _checked(prefix + key, value, hints[key]) for key, value in values.items()}
+
+
+def _checked(key: str, value: Any, hint) -> Any:
+    """``value`` if it fits the option's type (an int where a float is asked, a whole float where an
+    int is), else a ``ValueError`` naming the option: a mistyped ``--set lr=abc`` is one line at the
+    start of a run, not a traceback from deep inside it."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _checked(key, value, option)
+            except ValueError:
+                pass
+        raise ValueError(f"{key} must be {_type_name(hint)}, got {value!r}")
+    if hint is type(None):
+        if value is None:
+            return value
+    elif hint is Any:
+        return value
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            try:
+                return [_checked(key, v, args[0]) for v in value] if args else list(value)
+            except ValueError:
+                pass
+    elif origin is dict:
+        if isinstance(value, dict):
+            return value
+    else:
+        return value
+    raise ValueError(f"{key} must be {_type_name(hint)}, got {value!r}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

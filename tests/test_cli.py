@@ -101,7 +101,19 @@ def test_bad_training_options_are_one_line(tmp_path):
     assert_one_line_error(run_cli("separate", str(tmp_path / "x.mp4"), "--encoder-preset", "warp"), "--encoder-preset", "ultrafast")
     assert_one_line_error(run_cli("train", "--preset", "tiny", "--set", "ordered_weight=2", "-o", str(tmp_path / "weighted")), "ordered_weight")
     assert_one_line_error(run_cli("train", "--preset", "tiny", "--set", "ordered_contrast=1", "-o", str(tmp_path / "weighted")), "ordered_contrast")
+    for option, message in [("lr=abc", "lr must be a number"), ("steps=1.5", "steps must be a whole number"),
+                            ("lr_milestones=[1,\"a\"]", "a list of whole numbers"), ("model.num_layers=many", "model.num_layers"),
+                            ("model.colour=red", "unknown model option(s): model.colour"), ("model.num_layers=3", "even number"),
+                            ("crop_size=0", "crop_size must be at least 1"), ("precision=fp8", "precision must be")]:
+        assert_one_line_error(run_cli("train", "--preset", "tiny", "--set", "model.output=affine", "--set", option,
+                                      "-o", str(tmp_path / "weighted")), message)
     assert not (tmp_path / "weighted").exists()  # refused before a run folder is made
+    for window, overlap in [("0", "0"), ("8", "8"), ("8", "-1")]:
+        result = run_cli("separate", str(tmp_path / "x.mp4"), "--window", window, "--overlap", overlap, "-o", str(tmp_path / "sep"))
+        assert_one_line_error(result, "--window", "--overlap")
+    assert not (tmp_path / "sep").exists()
+    for option, value in [("--pairs", "0"), ("--frames", "0"), ("--size", "1"), ("--photo-pairs", "-1")]:
+        assert_one_line_error(run_cli("evaluate", "--data", "synthetic", option, value), option)
 
 
 def test_recognition_and_table_experiments_from_the_command_line(tmp_path, shared_videos):

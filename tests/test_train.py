@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import pickle
+import re
 
 import pytest
 import torch
@@ -454,3 +455,23 @@ def test_video_zoom_takes_the_clip_by_clip_pipeline_and_refuses_the_batched_one(
         choose_pipeline(TrainConfig(data=str(tmp_path), video_zoom=2.0, pipeline="batched"), folder, cpu)
     with pytest.raises(TrainingError, match="at least 1"):
         choose_pipeline(TrainConfig(data=str(tmp_path), video_zoom=0.5), folder, cpu)
+
+
+def test_a_config_takes_whole_floats_as_ints_and_ints_as_floats_and_names_a_mistyped_option():
+    from centrifuge.config import TrainConfig, make_config
+
+    config = make_config("tiny", overrides=["steps=20.0", "lr=1", "alpha=[0.4,0.6]", "time_budget=null"])
+    assert config.steps == 20 and isinstance(config.steps, int) and config.lr == 1 and config.alpha == [0.4, 0.6]
+    assert TrainConfig.from_dict(config.to_dict()) == config  # what a run folder saves loads back
+    for override, message in [("frozen=1", "frozen must be true or false"), ("val_data=3", "val_data must be text or null"),
+                              ("alpha=x", "alpha must be a number or a list of numbers"), ("nonsense=1", "unknown training option"),
+                              # values of the right type that no run can use
+                              ("crop_size=0", "crop_size must be at least 1"), ("batch_size=0", "batch_size must be at least 1"),
+                              ("lr=-1", "lr must be at least 0"), ("lr_values=[0.1,-1]", "lr_values must be at least 0"),
+                              ("precision=fp8", "precision must be auto, fp32 or bf16"), ("workers=-1", "workers must be at least 0"),
+                              ("synthetic_fraction=2", "synthetic_fraction must be between 0 and 1"), ("grad_clip=0", "grad_clip must be above 0"),
+                              ("alpha=1.5", "alpha must be between 0 and 1"), ("alpha=[0.2,1]", "alpha must be between 0 and 1"),
+                              ("alpha=[0.1,0.2,0.3]", "alpha must be a number or [low, high]"), ("optimizer=lbfgs", "sgd, adam or adamw")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            make_config("tiny", overrides=[override])
+    assert make_config("tiny", overrides=["grad_clip=null", "workers=0", "synthetic_fraction=1"]).grad_clip is None  # None is "off"

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import checked_fields
 from .i3d import FINAL_ENDPOINTS
 from .unet import UNet
 
@@ -273,5 +274,5 @@ def build_model(name: str | ModelConfig = "small", **overrides) -> CentrifugeNet
             raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_CONFIGS)}")
         config = MODEL_CONFIGS[name]
     if overrides:
-        config = dataclasses.replace(config, **overrides)
+        config = dataclasses.replace(config, **checked_fields(ModelConfig, overrides, "model option", "model."))
     return CentrifugeNet(config)
