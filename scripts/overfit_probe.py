@@ -5,13 +5,17 @@ the ratio of its loss to the identity baseline's and the share of each output's 
 to the other scene (``evaluate.other_scene_share``: 0.5 = not separated, 0 = separated) on those
 same blends (at most 64 of them), in eval mode; with ``--unseen`` also on 64 new blends of the same
 videos (other crops and starts, another seed), and with ``--held-back`` on 64 blends of the
-held-back benchmark's videos at the same size (scenes it never saw).
+held-back benchmark's videos at the same size (scenes it never saw), and with ``--photos`` on 64
+pairs of held-back photographs panned, zoomed and rolled. ``--data synthetic`` trains on generated
+clips instead of the training videos (``--unseen`` then scores other generated clips);
+``--data camera-only`` generates them with no moving objects (the camera alone moves), and
+``--data scene-sprites`` with objects textured from their own scene's photograph.
 
 A head or decoder that cannot draw or route fine detail stays at 0.5 even when memorising. How
 the ratio on the fixed blends grows with N says whether the network can fit many blends at all
 (capacity and optimisation) or fits a few by heart and learns no rule (data).
 
-Usage: scripts/overfit_probe.py VARIANT[,VARIANT...] [--steps 300] [--width 0.25] [--lr 1e-3] [--blends 4] [--batch 8] [--unseen] [--held-back]
+Usage: scripts/overfit_probe.py VARIANT[,VARIANT...] [--steps 300] [--width 0.25] [--lr 1e-3] [--blends 4] [--batch 8] [--unseen] [--held-back] [--photos] [--data videos|synthetic|camera-only|scene-sprites]
 VARIANT: an output head (direct, residual, symmetric, affine), optionally with ``+skip`` for the
 decoder's full-resolution input skip, e.g. ``symmetric,affine+skip``. VIDEOS: ../shared/videos.
 """
@@ -24,11 +28,12 @@ import time
 
 import torch
 
-from centrifuge.data import blend_layers
+from centrifuge.data import LayerPairs, SyntheticSource, blend_layers
 from centrifuge.devices import autocast_dtype
-from centrifuge.evaluate import HELD_BACK_VIDEOS, benchmark_pairs, other_scene_share
+from centrifuge.evaluate import HELD_BACK_VIDEOS, benchmark_pairs, held_back_photo_pairs, other_scene_share
 from centrifuge.losses import identity_outputs, pit_loss
 from centrifuge.models import build_model
+from centrifuge.synthetic import SyntheticConfig
 
 SCORED = 64  # blends scored at each check
 
@@ -48,6 +53,19 @@ def scores(model: torch.nn.Module, pairs: torch.Tensor, chunk: int = 8) -> tuple
         identities.append(pit_loss(identity_outputs(blend), layers).per_example)
         others.append(other_scene_share(matched, layers))
     return float(torch.cat(losses).mean() / torch.cat(identities).mean()), float(torch.cat(others).mean())
+
+
+GENERATED = {"synthetic": SyntheticConfig(), "camera-only": SyntheticConfig(min_sprites=0, max_sprites=0),
+             "scene-sprites": SyntheticConfig(scene_sprites=True)}
+
+
+def training_pairs(kind: str, videos: str, count: int, seed: int) -> torch.Tensor:
+    """``count`` layer pairs (16×64×64) of the training videos or of generated clips of ``kind``."""
+    if kind == "videos":
+        return benchmark_pairs(videos, count, 16, 64, seed=seed)
+    source = SyntheticSource(seed=20_000, config=GENERATED[kind])
+    dataset = LayerPairs([source], length=count, num_frames=16, crop_size=64, train=False, seed=seed)
+    return torch.stack([dataset[i]["layers"] for i in range(count)])
 
 
 def probe(variant: str, pairs: torch.Tensor, args: argparse.Namespace, scored: dict[str, torch.Tensor]) -> None:
@@ -90,15 +108,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="blends per step (at most --blends)")
     parser.add_argument("--unseen", action="store_true", help="also score 64 new blends of the same videos")
     parser.add_argument("--held-back", action="store_true", help="also score 64 blends of the held-back benchmark's videos")
+    parser.add_argument("--photos", action="store_true", help="also score 64 pairs of held-back photographs, panned")
+    parser.add_argument("--data", default="videos", choices=("videos", *GENERATED),
+                        help="the three training videos, or generated clips (with objects from any photograph, none, or their scene's)")
     args = parser.parse_args()
     v = os.environ.get("VIDEOS", "../shared/videos")
     data = f"{v}/bigbuckbunny.mp4,{v}/box.mp4,{v}/tree.avi"
-    pairs = benchmark_pairs(data, args.blends, 16, 64, seed=1)
+    pairs = training_pairs(args.data, data, args.blends, seed=1)
     scored = {}
     if args.unseen:
-        scored["unseen"] = benchmark_pairs(data, SCORED, 16, 64, seed=2)
+        scored["unseen"] = training_pairs(args.data, data, SCORED, seed=2)
     if args.held_back:
         scored["held-back"] = benchmark_pairs(",".join(f"{v}/{name}" for name in HELD_BACK_VIDEOS), SCORED, 16, 64, seed=0)
+    if args.photos:
+        scored["photos"] = held_back_photo_pairs(SCORED, 16, 64)[0]
     for variant in args.variants.split(","):
         probe(variant, pairs, args, scored)
 

@@ -162,3 +162,13 @@ def test_the_overfit_probe_scores_an_exact_separation_at_zero_and_the_blend_at_o
     assert ratio < 1e-6 and other < 0.05
     ratio, other = probe.scores(Blend(), pairs, chunk=2)
     assert abs(ratio - 1) < 1e-6 and abs(other - 0.5) < 0.05
+
+
+def test_the_overfit_probe_trains_on_each_kind_of_generated_clip_it_names():
+    probe = _script("overfit_probe")
+    kinds = {kind: probe.training_pairs(kind, "", 2, seed=1) for kind in probe.GENERATED}
+    for kind, pairs in kinds.items():
+        assert pairs.shape == (2, 2, 3, 16, 64, 64) and 0 <= pairs.min() and pairs.max() <= 1, kind
+        assert (pairs[:, 0] - pairs[:, 1]).abs().mean() > 0.02, kind  # two different clips per pair
+    # the option changes the generator: same seed, other clips
+    assert not torch.equal(kinds["synthetic"], kinds["camera-only"]) and not torch.equal(kinds["synthetic"], kinds["scene-sprites"])
