@@ -17,6 +17,15 @@ class UserError(Exception):
     """An error the user can fix; printed as one line, exit status 1."""
 
 
+def _check_at_least(args, **lowest: int) -> None:
+    """A ``UserError`` naming the first option below its lowest sensible value (None: not given):
+    ``--size 0`` is one line before any work, not a division by zero inside it."""
+    for name, low in lowest.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise UserError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on blended pairs of videos",
                        description="Train a centrifuge model. Re-running the same command in the same run folder resumes it.")
@@ -159,11 +168,7 @@ def _run_evaluate(args) -> int:
     names = args.models or [None]
     if args.benchmark is None and not args.data:
         raise UserError("evaluate needs --data (held-back videos, synthetic or synthetic-classes) or --benchmark held-back")
-    if args.calibrate < 0:
-        raise UserError(f"--calibrate needs a positive clip count, got {args.calibrate}")
-    if (args.pairs is not None and args.pairs < 1) or args.photo_pairs < 0 or args.frames < 1 or args.size < 8:
-        raise UserError(f"evaluate needs --pairs of at least 1, --photo-pairs of at least 0, --frames of at least 1 and --size of "
-                        f"at least 8 px, got {args.pairs}, {args.photo_pairs}, {args.frames} and {args.size}")
+    _check_at_least(args, calibrate=0, pairs=1, photo_pairs=0, frames=1, size=8)
     if args.network_size and (args.network_size < 16 or args.benchmark is None):
         raise UserError(f"--network-size needs --benchmark and at least 16 px, got {args.network_size}")
     models = [(str(name or "bundled default"), Centrifuge.from_pretrained(name, device=args.device).net) for name in names]
@@ -305,6 +310,7 @@ def _run_train_classifier(args) -> int:
     from .recognition import LabelledClips, save_classifier, train_classifier
     from .train import video_folder
 
+    _check_at_least(args, steps=1, frames=1, size=8)
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise UserError(f"{out}: the classifier file must end in .safetensors")
@@ -350,15 +356,14 @@ def _run_export(args) -> int:
 
     if weights_exist(args.destination) and not args.force:
         raise UserError(f"{args.destination} exists; pass --force to overwrite it")
-    if args.shard_mib < 0:
-        raise UserError(f"--shard-mib must be positive, got {args.shard_mib}")
+    _check_at_least(args, shard_mib=0, calibrate=0)
     calibration = None
     if args.calibrate:
         from .calibrate import Calibration
 
         frames, _, size = args.calibrate_shape.partition("x")
-        if args.calibrate < 0 or not (frames.isdigit() and size.isdigit() and int(frames) > 0 and int(size) > 0):
-            raise UserError(f"--calibrate needs a positive clip count and --calibrate-shape FRAMESxSIZE, got {args.calibrate} and {args.calibrate_shape!r}")
+        if not (frames.isdigit() and size.isdigit() and int(frames) > 0 and int(size) > 0):
+            raise UserError(f"--calibrate-shape must be FRAMESxSIZE, two positive whole numbers, got {args.calibrate_shape!r}")
         calibration = Calibration(args.calibrate, int(frames), int(size))
     shard = int(args.shard_mib * 2**20) or None
     print(export_model(args.source, args.destination, half=not args.fp32, calibration=calibration, max_shard_bytes=shard))
@@ -439,6 +444,7 @@ def _run_preview_data(args) -> int:
     from .config import make_config
     from .preview import write_data_preview
 
+    _check_at_least(args, examples=1, size=8)
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UserError(f"{out}: the preview is a .png file")
@@ -466,6 +472,7 @@ def _add_demo(sub) -> None:
 def _run_demo(args) -> int:
     from .demo import run_demo
 
+    _check_at_least(args, steps=1)
     run_demo(Path(args.out), steps=args.steps, force=args.force)
     return 0
 

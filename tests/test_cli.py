@@ -114,6 +114,12 @@ def test_bad_training_options_are_one_line(tmp_path):
     assert not (tmp_path / "sep").exists()
     for option, value in [("--pairs", "0"), ("--frames", "0"), ("--size", "1"), ("--photo-pairs", "-1")]:
         assert_one_line_error(run_cli("evaluate", "--data", "synthetic", option, value), option)
+    for command in [("preview-data", "--examples", "0", "-o", str(tmp_path / "p.png")), ("demo", "--steps", "0", "-o", str(tmp_path / "d")),
+                    ("train-classifier", "--size", "0", "-o", str(tmp_path / "c.safetensors")),
+                    ("export", str(tmp_path / "r"), str(tmp_path / "m.safetensors"), "--shard-mib", "-1")]:
+        option = next(word for word in command if word.startswith("--"))
+        assert_one_line_error(run_cli(*command), f"{option} must be at least")
+    assert not any((tmp_path / name).exists() for name in ("p.png", "d", "c.safetensors", "m.safetensors"))
 
 
 def test_recognition_and_table_experiments_from_the_command_line(tmp_path, shared_videos):
