@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
 import types
 import typing
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
