@@ -327,13 +327,15 @@ class VideoFolder:
 
 class SyntheticSource:
     """The embedded generator as a clip source: ``size`` virtual videos, each a pure function of
-    ``(seed, index)``. Training draws a fresh index every time, so variety is limited only by
-    ``size``."""
+    ``(seed, index)``, filming the photographs of ``split`` (``all``, ``train`` or ``held-back``:
+    :func:`~centrifuge.synthetic.photo_bank`). Training draws a fresh index every time, so variety
+    is limited only by ``size``."""
 
-    def __init__(self, size: int = 1_000_000, seed: int = 0, config: SyntheticConfig = SyntheticConfig()):
+    def __init__(self, size: int = 1_000_000, seed: int = 0, config: SyntheticConfig = SyntheticConfig(), split: str = "all"):
         self.size = size
         self.seed = seed
         self.config = config
+        self.split = split
 
     def __len__(self) -> int:
         return self.size
@@ -342,7 +344,7 @@ class SyntheticSource:
         return None
 
     def video(self, index: int, num_frames: int, height: int, width: int) -> np.ndarray:
-        return synthetic_video(self.seed * 1_000_003 + index, num_frames, height, width, self.config)
+        return synthetic_video(self.seed * 1_000_003 + index, num_frames, height, width, self.config, split=self.split)
 
     def clip(self, index: int, num_frames: int, crop_size: int, train: bool, rng: np.random.Generator, stride: int = 1) -> torch.Tensor:
         # Generated at the crop size directly: the generator already moves the camera, so a

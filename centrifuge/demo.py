@@ -26,8 +26,8 @@ DEMO_SEED = 7
 
 
 def demo_pair(num_frames: int = 48, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """Two embedded-data videos, ``(T, H, W, 3)`` uint8 each."""
-    source = SyntheticSource(seed=DEMO_SEED)
+    """Two embedded-data videos, ``(T, H, W, 3)`` uint8 each, of photographs no model trains on."""
+    source = SyntheticSource(seed=DEMO_SEED, split="held-back")
     return source.video(1, num_frames, size, size), source.video(2, num_frames, size, size)
 
 

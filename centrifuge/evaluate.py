@@ -141,14 +141,15 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def clip_source(data: str):
-    """A folder of videos, comma-separated files, ``synthetic`` (the embedded generator) or
-    ``synthetic-classes`` (the generator with labels: :class:`centrifuge.data.LabelledSyntheticSource`),
-    both from a generator seed no training run uses."""
+    """A folder of videos, comma-separated files, ``synthetic`` (the embedded generator filming the
+    held-back photographs) or ``synthetic-classes`` (the generator with labels, a class per
+    photograph, all of them: :class:`centrifuge.data.LabelledSyntheticSource`), both from a
+    generator seed no training run uses."""
     from .data import LabelledSyntheticSource, SyntheticSource
     from .train import video_folder
 
     if data == "synthetic":
-        return SyntheticSource(seed=20_000)
+        return SyntheticSource(seed=20_000, split="held-back")
     if data == "synthetic-classes":
         return LabelledSyntheticSource(seed=20_000)
     return video_folder(data)

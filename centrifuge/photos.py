@@ -43,6 +43,14 @@ HELD_BACK_SHARE = 0.25  # of the photographs, by name: never trained on, used fo
 CACHE_SHORT_SIDE = 512
 
 
+SPLITS = ("train", "held-back")
+
+
+def skimage_photo_name(name: str) -> str:
+    """The bank's name of scikit-image's sample photograph ``name`` (its split follows from it)."""
+    return f"skimage-{name}"
+
+
 def is_held_back(name: str) -> bool:
     """Whether the photograph called ``name`` belongs to the held-back (validation) part. Images of
     one set (``name#k``, e.g. a stereo pair) share their split."""
@@ -108,7 +116,7 @@ class Photo:
 def _skimage_photos() -> list[Photo]:
     from .synthetic import named_photos
 
-    return [Photo(f"skimage-{name}", "scikit-image", (p * 255 + 0.5).to(torch.uint8)) for name, p in named_photos()]
+    return [Photo(skimage_photo_name(name), "scikit-image", (p * 255 + 0.5).to(torch.uint8)) for name, p in named_photos()]
 
 
 def cached_wallpapers(cache: Path | None = None) -> list[Photo]:
@@ -136,7 +144,7 @@ def available_photos(split: str = "train", wallpapers: bool = True) -> list[Phot
     photos = _skimage_photos() + (cached_wallpapers() if wallpapers else [])
     if split == "all":
         return photos
-    if split not in ("train", "held-back"):
+    if split not in SPLITS:
         raise ValueError(f"split must be train, held-back or all, not {split!r}")
     return [p for p in photos if p.held_back == (split == "held-back")]
 

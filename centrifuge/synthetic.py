@@ -61,9 +61,18 @@ def named_photos() -> tuple[tuple[str, torch.Tensor], ...]:
     return tuple(photos)
 
 
-def photo_bank() -> tuple[torch.Tensor, ...]:
-    """The photographs as ``(3, H, W)`` float tensors in [0, 1], loaded once per process."""
-    return tuple(photo for _, photo in named_photos())
+@functools.lru_cache(maxsize=3)
+def photo_bank(split: str = "all") -> tuple[torch.Tensor, ...]:
+    """The photographs of ``split`` as ``(3, H, W)`` float tensors in [0, 1], loaded once per
+    process: ``all``, or the ``train`` or ``held-back`` part of the photo bank's split by name
+    (:func:`centrifuge.photos.is_held_back`), the split the batched generator films."""
+    if split == "all":
+        return tuple(photo for _, photo in named_photos())
+    from .photos import SPLITS, is_held_back, skimage_photo_name
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    return tuple(photo for name, photo in named_photos() if is_held_back(skimage_photo_name(name)) == (split == "held-back"))
 
 
 @dataclass(frozen=True)
@@ -289,31 +298,35 @@ def synthetic_video(
     width: int = 112,
     config: SyntheticConfig = SyntheticConfig(),
     background: int | None = None,
+    split: str = "all",
 ) -> np.ndarray:
-    """Generate one video, a pure function of ``seed`` (and ``background``).
+    """Generate one video, a pure function of ``seed`` (and ``background``, ``split``).
 
     Args:
         background: index into :func:`photo_bank` of the photograph the camera films (random when
             None); the labelled generator uses it as the video's class.
+        split: which photographs it films and textures its objects with (:func:`photo_bank`):
+            ``train`` for training clips, ``held-back`` for clips that score a model.
     Returns:
         ``(T, H, W, 3)`` uint8 frames.
     """
     step = max(1, RENDER_PIXELS // (height * width))
     out = np.empty((num_frames, height, width, 3), np.uint8)
     noise = None  # the generator positioned at the next frame's noise, shared by every range
+    photos = photo_bank(split)
     for first in range(0, num_frames, step):
-        out[first : first + step], noise = _render(seed, num_frames, height, width, config, background, first, min(first + step, num_frames), noise)
+        out[first : first + step], noise = _render(seed, num_frames, height, width, config, photos, background, first,
+                                                   min(first + step, num_frames), noise)
     return out
 
 
-def _render(seed: int, num_frames: int, height: int, width: int, config: SyntheticConfig, background: int | None,
-            first: int, last: int, noise: np.random.Generator | None) -> tuple[np.ndarray, np.random.Generator]:
+def _render(seed: int, num_frames: int, height: int, width: int, config: SyntheticConfig, photos: tuple[torch.Tensor, ...],
+            background: int | None, first: int, last: int, noise: np.random.Generator | None) -> tuple[np.ndarray, np.random.Generator]:
     """Frames ``first:last`` of :func:`synthetic_video`. Every range draws the clip's whole plan
     from ``seed`` again (a few hundred numbers; nothing drawn depends on the range) and renders its
     own frames; the per-pixel noise comes last in the stream, so it is drawn in order from the
     generator the first range leaves at that point (``noise``), as one draw for the clip would."""
     rng = np.random.default_rng(seed)
-    photos = photo_bank()
     pixels = _frame_pixel_grid(last - first, height, width)
 
     drawn = int(rng.integers(len(photos)))

@@ -145,7 +145,7 @@ def _training_folder(spec: str) -> VideoFolder:
 
 
 def _training_sources(config: TrainConfig, seed: int, folder: VideoFolder | None):
-    generated = SyntheticSource(seed=seed, config=SyntheticConfig(scene_sprites=config.scene_sprites))
+    generated = SyntheticSource(seed=seed, config=SyntheticConfig(scene_sprites=config.scene_sprites), split="train")
     if folder is None:
         return [generated], None
     if config.synthetic_fraction > 0:
@@ -159,8 +159,8 @@ def _validation_set(config: TrainConfig, frozen: tuple[bool, bool], data_device:
     if config.val_data:
         return LayerPairs([video_folder(config.val_data)], length=config.val_clips, num_frames=config.num_frames,
                           crop_size=config.crop_size, train=False, seed=config.seed + 1, frozen=frozen)
-    if not batched:  # a generator seed the training stream never uses
-        return LayerPairs([SyntheticSource(seed=10_000 + config.seed)], length=config.val_clips, num_frames=config.num_frames,
+    if not batched:  # a generator seed the training stream never uses, filming photographs it never films
+        return LayerPairs([SyntheticSource(seed=10_000 + config.seed, split="held-back")], length=config.val_clips, num_frames=config.num_frames,
                           crop_size=config.crop_size, train=False, seed=config.seed + 1, frozen=frozen)
     photos = available_photos("held-back", wallpapers=config.photos == "auto")
     generator = BatchedGenerator(bank_tensor(photos, *default_bank_size(config.crop_size)), data_device, seed=10_000 + config.seed)

@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 
 from centrifuge.synthetic import photo_bank, synthetic_video
 
@@ -82,7 +83,7 @@ def test_scene_sprites_take_their_scenes_colours(monkeypatch):
     from centrifuge.synthetic import SyntheticConfig
 
     flat = tuple(torch.tensor(c).view(3, 1, 1).expand(3, 120, 120).clone() for c in ([0.8, 0.1, 0.1], [0.1, 0.1, 0.8]))
-    monkeypatch.setattr(synthetic, "photo_bank", lambda: flat)
+    monkeypatch.setattr(synthetic, "photo_bank", lambda split="all": flat)
 
     def largest_minority(config: SyntheticConfig) -> float:
         shares = []
@@ -94,3 +95,27 @@ def test_scene_sprites_take_their_scenes_colours(monkeypatch):
 
     assert largest_minority(SyntheticConfig(scene_sprites=True)) < 0.01
     assert largest_minority(SyntheticConfig()) > 0.05
+
+
+def test_the_per_clip_generator_films_only_the_photographs_of_its_split(monkeypatch):
+    """Clips that score a model (``evaluate --data synthetic``, the demo's blend, the clip-by-clip
+    validation set) must not film what training filmed: the split is the batched bank's, by name."""
+    from centrifuge import synthetic
+    from centrifuge.data import SyntheticSource
+    from centrifuge.photos import is_held_back, skimage_photo_name
+
+    assert is_held_back(skimage_photo_name("rocket")) and not is_held_back(skimage_photo_name("coffee"))
+    red, blue = (torch.tensor(c).view(3, 1, 1).expand(3, 120, 120).clone() for c in ([0.8, 0.1, 0.1], [0.1, 0.1, 0.8]))
+    monkeypatch.setattr(synthetic, "named_photos", lambda: (("rocket", red), ("coffee", blue)))
+    synthetic.photo_bank.cache_clear()
+    try:
+        def share(split: str, channel: int) -> float:  # of pixels where that colour dominates (colour transforms move a few)
+            source = SyntheticSource(seed=3, split=split)
+            return float(np.mean([(source.video(index, 4, 32, 32).argmax(-1) == channel).mean() for index in range(8)]))
+
+        assert share("held-back", 0) > 0.8 and share("train", 2) > 0.8
+        assert share("all", 0) < 0.7 and share("all", 2) < 0.7
+    finally:
+        synthetic.photo_bank.cache_clear()
+    real = {split: len(photo_bank(split)) for split in ("train", "held-back", "all")}
+    assert real["train"] > 0 and real["held-back"] > 0 and real["train"] + real["held-back"] == real["all"]
