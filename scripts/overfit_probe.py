@@ -15,7 +15,10 @@ A head or decoder that cannot draw or route fine detail stays at 0.5 even when m
 the ratio on the fixed blends grows with N says whether the network can fit many blends at all
 (capacity and optimisation) or fits a few by heart and learns no rule (data).
 
-Usage: scripts/overfit_probe.py VARIANT[,VARIANT...] [--steps 300] [--width 0.25] [--lr 1e-3] [--blends 4] [--batch 8] [--unseen] [--held-back] [--photos] [--data videos|synthetic|camera-only|scene-sprites]
+``--videos`` and ``--held-back-videos`` choose which of the shared videos the probe trains on and
+which it scores as unseen scenes (how the held-back score moves with the number of training scenes).
+
+Usage: scripts/overfit_probe.py VARIANT[,VARIANT...] [--steps 300] [--width 0.25] [--lr 1e-3] [--blends 4] [--batch 8] [--unseen] [--held-back] [--photos] [--data videos|synthetic|camera-only|scene-sprites] [--videos A,B,C] [--held-back-videos D,E]
 VARIANT: an output head (direct, residual, symmetric, affine), optionally with ``+skip`` for the
 decoder's full-resolution input skip, e.g. ``symmetric,affine+skip``. VIDEOS: ../shared/videos.
 """
@@ -63,7 +66,7 @@ def training_pairs(kind: str, videos: str, count: int, seed: int) -> torch.Tenso
     """``count`` layer pairs (16×64×64) of the training videos or of generated clips of ``kind``."""
     if kind == "videos":
         return benchmark_pairs(videos, count, 16, 64, seed=seed)
-    source = SyntheticSource(seed=20_000, config=GENERATED[kind])
+    source = SyntheticSource(seed=20_000, config=GENERATED[kind], split="train")
     dataset = LayerPairs([source], length=count, num_frames=16, crop_size=64, train=False, seed=seed)
     return torch.stack([dataset[i]["layers"] for i in range(count)])
 
@@ -111,15 +114,20 @@ def main() -> None:
     parser.add_argument("--photos", action="store_true", help="also score 64 pairs of held-back photographs, panned")
     parser.add_argument("--data", default="videos", choices=("videos", *GENERATED),
                         help="the three training videos, or generated clips (with objects from any photograph, none, or their scene's)")
+    parser.add_argument("--videos", default="bigbuckbunny.mp4,box.mp4,tree.avi", help="training videos (names in VIDEOS)")
+    parser.add_argument("--held-back-videos", default=",".join(HELD_BACK_VIDEOS), help="videos --held-back scores")
     args = parser.parse_args()
     v = os.environ.get("VIDEOS", "../shared/videos")
-    data = f"{v}/bigbuckbunny.mp4,{v}/box.mp4,{v}/tree.avi"
+    overlap = set(args.videos.split(",")) & set(args.held_back_videos.split(","))
+    if overlap:
+        parser.error(f"{', '.join(sorted(overlap))} both trained on and held back")
+    data = ",".join(f"{v}/{name}" for name in args.videos.split(","))
     pairs = training_pairs(args.data, data, args.blends, seed=1)
     scored = {}
     if args.unseen:
         scored["unseen"] = training_pairs(args.data, data, SCORED, seed=2)
     if args.held_back:
-        scored["held-back"] = benchmark_pairs(",".join(f"{v}/{name}" for name in HELD_BACK_VIDEOS), SCORED, 16, 64, seed=0)
+        scored["held-back"] = benchmark_pairs(",".join(f"{v}/{name}" for name in args.held_back_videos.split(",")), SCORED, 16, 64, seed=0)
     if args.photos:
         scored["photos"] = held_back_photo_pairs(SCORED, 16, 64)[0]
     for variant in args.variants.split(","):
