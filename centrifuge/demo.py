@@ -31,6 +31,15 @@ def demo_pair(num_frames: int = 48, size: int = 128) -> tuple[np.ndarray, np.nda
     return source.video(1, num_frames, size, size), source.video(2, num_frames, size, size)
 
 
+def _what_the_ratio_says(ratio: float) -> str:
+    """One line for a user who does not know the metric (the demo's clips are of photographs no
+    model trained on, so the figure is what the model does on content it never saw)."""
+    if ratio >= 1:
+        return ("a ratio of 1 or more: these layers are no closer to the true clips than the blend itself; the model "
+                "does not yet separate content it never saw (docs/MODEL_CARD.md, Limits)")
+    return f"a ratio below 1: the layers are closer to the true clips than the blend is ({(1 - ratio):.0%} less loss)"
+
+
 def run_demo(out: Path, steps: int = 60, force: bool = False) -> dict:
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -74,6 +83,7 @@ def run_demo(out: Path, steps: int = 60, force: bool = False) -> dict:
     (out / "demo.json").write_text(json.dumps(summary, indent=2))
     print(f"   PIT loss against the true clips (Eq. 2, all {model.num_layers} outputs): {loss_all:.4f}; "
           f"identity baseline {identity:.4f} (ratio {loss_all / identity:.2f})")
+    print(f"   {_what_the_ratio_says(loss_all / identity)}")
     print(f"   the two layer videos written (the most distant pair): {loss_pair:.4f}")
     print(f"Done. Open {report.folder / 'index.html'} in a browser, or look at {report.folder / 'preview.png'}.")
     return summary

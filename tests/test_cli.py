@@ -156,6 +156,8 @@ def test_demo_writes_the_report_folder(tmp_path):
     folder = tmp_path / "demo" / "blend"
     assert (folder / "index.html").exists() and (folder / "layer1.mp4").exists()
     assert all(0 < summary[k] < 1 for k in ("pit_loss", "pit_loss_chosen_pair", "identity_loss"))
+    says = "no closer to the true clips than the blend" if summary["ratio"] >= 1 else "closer to the true clips than the blend is"
+    assert says in result.stdout  # what the ratio means, said the way it came out
     # A second run replaces its own output; a folder it did not write is refused.
     assert run_cli("demo", "-o", str(tmp_path / "demo"), "--steps", "2").returncode == 0
     mine = tmp_path / "mine"
