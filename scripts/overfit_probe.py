@@ -18,7 +18,7 @@ the ratio on the fixed blends grows with N says whether the network can fit many
 ``--videos`` and ``--held-back-videos`` choose which of the shared videos the probe trains on and
 which it scores as unseen scenes (how the held-back score moves with the number of training scenes).
 
-Usage: scripts/overfit_probe.py VARIANT[,VARIANT...] [--steps 300] [--width 0.25] [--lr 1e-3] [--blends 4] [--batch 8] [--unseen] [--held-back] [--photos] [--data videos|synthetic|camera-only|scene-sprites] [--videos A,B,C] [--held-back-videos D,E]
+Usage: scripts/overfit_probe.py VARIANT[,VARIANT...] [--steps 300] [--width 0.25] [--lr 1e-3] [--blends 4] [--batch 8] [--unseen] [--held-back] [--photos] [--data videos|synthetic|camera-only|scene-sprites] [--videos A,B,C] [--held-back-videos D,E] [--seed 0]
 VARIANT: an output head (direct, residual, symmetric, affine), optionally with ``+skip`` for the
 decoder's full-resolution input skip, e.g. ``symmetric,affine+skip``. VIDEOS: ../shared/videos.
 """
@@ -72,7 +72,7 @@ def training_pairs(kind: str, videos: str, count: int, seed: int) -> torch.Tenso
 
 
 def probe(variant: str, pairs: torch.Tensor, args: argparse.Namespace, scored: dict[str, torch.Tensor]) -> None:
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     output, _, skip = variant.partition("+")
     model = build_model("small", output=output, num_layers=2, width=args.width, input_skip=skip == "skip")
     optimizer = torch.optim.Adam(model.parameters(), args.lr)
@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--photos", action="store_true", help="also score 64 pairs of held-back photographs, panned")
     parser.add_argument("--data", default="videos", choices=("videos", *GENERATED),
                         help="the three training videos, or generated clips (with objects from any photograph, none, or their scene's)")
+    parser.add_argument("--seed", type=int, default=0, help="another seed draws other training blends and initial weights")
     parser.add_argument("--videos", default="bigbuckbunny.mp4,box.mp4,tree.avi", help="training videos (names in VIDEOS)")
     parser.add_argument("--held-back-videos", default=",".join(HELD_BACK_VIDEOS), help="videos --held-back scores")
     args = parser.parse_args()
@@ -122,7 +123,7 @@ def main() -> None:
     if overlap:
         parser.error(f"{', '.join(sorted(overlap))} both trained on and held back")
     data = ",".join(f"{v}/{name}" for name in args.videos.split(","))
-    pairs = training_pairs(args.data, data, args.blends, seed=1)
+    pairs = training_pairs(args.data, data, args.blends, seed=1 + 1000 * args.seed)
     scored = {}
     if args.unseen:
         scored["unseen"] = training_pairs(args.data, data, SCORED, seed=2)

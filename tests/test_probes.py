@@ -172,3 +172,14 @@ def test_the_overfit_probe_trains_on_each_kind_of_generated_clip_it_names():
         assert (pairs[:, 0] - pairs[:, 1]).abs().mean() > 0.02, kind  # two different clips per pair
     # the option changes the generator: same seed, other clips
     assert not torch.equal(kinds["synthetic"], kinds["camera-only"]) and not torch.equal(kinds["synthetic"], kinds["scene-sprites"])
+
+
+def test_the_overfit_probe_refuses_to_hold_back_a_video_it_trains_on():
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "overfit_probe.py"
+    result = subprocess.run([sys.executable, str(script), "affine", "--videos", "box.mp4,cup.mp4", "--held-back-videos", "cup.mp4,bikes.mp4"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "cup.mp4 both trained on and held back" in result.stderr
+    assert "Traceback" not in result.stderr
