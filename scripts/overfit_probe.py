@@ -18,7 +18,7 @@ the ratio on the fixed blends grows with N says whether the network can fit many
 ``--videos`` and ``--held-back-videos`` choose which of the shared videos the probe trains on and
 which it scores as unseen scenes (how the held-back score moves with the number of training scenes).
 
-Usage: scripts/overfit_probe.py VARIANT[,VARIANT...] [--steps 300] [--width 0.25] [--lr 1e-3] [--blends 4] [--batch 8] [--unseen] [--held-back] [--photos] [--data videos|synthetic|camera-only|scene-sprites] [--videos A,B,C] [--held-back-videos D,E] [--seed 0]
+Usage: scripts/overfit_probe.py VARIANT[,VARIANT...] [--steps 300] [--width 0.25] [--lr 1e-3] [--blends 4] [--batch 8] [--unseen] [--held-back] [--photos] [--data videos|synthetic|camera-only|scene-sprites] [--videos A,B,C] [--held-back-videos D,E] [--seed 0] [--ema 0.99]
 VARIANT: an output head (direct, residual, symmetric, affine), optionally with ``+skip`` for the
 decoder's full-resolution input skip, e.g. ``symmetric,affine+skip``. VIDEOS: ../shared/videos.
 """
@@ -76,6 +76,9 @@ def probe(variant: str, pairs: torch.Tensor, args: argparse.Namespace, scored: d
     output, _, skip = variant.partition("+")
     model = build_model("small", output=output, num_layers=2, width=args.width, input_skip=skip == "skip")
     optimizer = torch.optim.Adam(model.parameters(), args.lr)
+    ema = None
+    if args.ema:  # an exponential moving average of the weights and BatchNorm statistics, scored beside the model
+        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema), use_buffers=True)
     batch = min(args.batch, len(pairs))
     order = torch.randperm(len(pairs))
     started, cursor = time.perf_counter(), 0
@@ -91,13 +94,18 @@ def probe(variant: str, pairs: torch.Tensor, args: argparse.Namespace, scored: d
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
         if step % args.every == 0:
-            ratio, other = scores(model, pairs[:SCORED])
-            line = f"{variant:<16} N {len(pairs):5d}  step {step:5d}  fixed: ratio {ratio:.3f} other {other:.3f}"
-            for name, more in scored.items():
-                ratio, other = scores(model, more)
-                line += f"  {name}: ratio {ratio:.3f} other {other:.3f}"
-            print(f"{line}  {time.perf_counter() - started:.0f} s", flush=True)
+            for label, scored_model in (("", model), ("ema ", ema.module if ema is not None else None)):
+                if scored_model is None:
+                    continue
+                ratio, other = scores(scored_model, pairs[:SCORED])
+                line = f"{label}{variant:<16} N {len(pairs):5d}  step {step:5d}  fixed: ratio {ratio:.3f} other {other:.3f}"
+                for name, more in scored.items():
+                    ratio, other = scores(scored_model, more)
+                    line += f"  {name}: ratio {ratio:.3f} other {other:.3f}"
+                print(f"{line}  {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def main() -> None:
@@ -114,6 +122,7 @@ def main() -> None:
     parser.add_argument("--photos", action="store_true", help="also score 64 pairs of held-back photographs, panned")
     parser.add_argument("--data", default="videos", choices=("videos", *GENERATED),
                         help="the three training videos, or generated clips (with objects from any photograph, none, or their scene's)")
+    parser.add_argument("--ema", type=float, default=0.0, help="also score an exponential moving average of the weights with this decay (e.g. 0.99)")
     parser.add_argument("--seed", type=int, default=0, help="another seed draws other training blends and initial weights")
     parser.add_argument("--videos", default="bigbuckbunny.mp4,box.mp4,tree.avi", help="training videos (names in VIDEOS)")
     parser.add_argument("--held-back-videos", default=",".join(HELD_BACK_VIDEOS), help="videos --held-back scores")
