@@ -97,9 +97,7 @@ def probe(variant: str, pairs: torch.Tensor, args: argparse.Namespace, scored: d
         if ema is not None:
             ema.update_parameters(model)
         if step % args.every == 0:
-            for label, scored_model in (("", model), ("ema ", ema.module if ema is not None else None)):
-                if scored_model is None:
-                    continue
+            for label, scored_model in [("", model)] + ([("ema ", ema.module)] if ema is not None else []):
                 ratio, other = scores(scored_model, pairs[:SCORED])
                 line = f"{label}{variant:<16} N {len(pairs):5d}  step {step:5d}  fixed: ratio {ratio:.3f} other {other:.3f}"
                 for name, more in scored.items():
