@@ -545,11 +545,8 @@ def train(
     meta = {"version": __version__, "model_config": model_config_for(config).to_dict(), "train_config": config.to_dict()}
     if ddp.is_main:
         log.info("training data: %s", data.description)
-        if not config.val_data and data.pipeline == "batched":
+        if not config.val_data:
             log.info("validating on generated clips of the held-back photographs (no --val-data given)")
-        elif not config.val_data:
-            log.info("validating on generated clips of the per-clip generator, whose photographs training shares "
-                     "(no --val-data given)")
         _record_training_files(run_dir, data)
     result = TrainResult(run_dir=run_dir, step=step)
     writer = _summary_writer(run_dir) if ddp.is_main else None
