@@ -137,9 +137,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--data", help="a folder of videos or comma-separated files, never trained on; 'synthetic' for held-back generated clips, "
                                    "'synthetic-classes' for the labelled generator (not needed with --benchmark)")
     p.add_argument("--benchmark", choices=["held-back"], help="the bundled model's benchmark: --pairs pairs (default 64) of the held-back videos "
-                   "(bikes, carphone, cup, from --videos) and --photo-pairs pairs of held-back photographs, by content kind")
+                   "(bikes, carphone, cup, from --videos), --photo-pairs pairs of held-back photographs and --light-pairs held-back "
+                   "videos under a light, by content kind")
     p.add_argument("--videos", help="--benchmark: the folder holding the held-back videos (default: $CENTRIFUGE_VIDEOS or ../shared/videos)")
     p.add_argument("--photo-pairs", type=int, default=32, help="--benchmark: pairs of held-back photographs (default: %(default)s)")
+    p.add_argument("--light-pairs", type=int, default=None, help="--benchmark: the first video of as many real pairs each under a light "
+                   "(a flat colour, coloured light, gradient or shadow: a shadow or coloured light on a scene); 0: none (default: --pairs)")
     p.add_argument("--pairs", type=int, default=None, help="blended pairs (default: 24; 64 with --benchmark)")
     p.add_argument("--frames", type=int, default=32, help="frames per clip (default: %(default)s)")
     p.add_argument("--size", type=int, default=112, help="crop size (default: %(default)s)")
@@ -168,7 +171,7 @@ def _run_evaluate(args) -> int:
     names = args.models or [None]
     if args.benchmark is None and not args.data:
         raise UserError("evaluate needs --data (held-back videos, synthetic or synthetic-classes) or --benchmark held-back")
-    _check_at_least(args, calibrate=0, pairs=1, photo_pairs=0, frames=1, size=8)
+    _check_at_least(args, calibrate=0, pairs=1, photo_pairs=0, light_pairs=0, frames=1, size=8)
     if args.network_size and (args.network_size < 16 or args.benchmark is None):
         raise UserError(f"--network-size needs --benchmark and at least 16 px, got {args.network_size}")
     models = [(str(name or "bundled default"), Centrifuge.from_pretrained(name, device=args.device).net) for name in names]
@@ -253,9 +256,11 @@ def _run_held_back(args, names, models, settings) -> int:
     if videos is None:
         raise UserError("--benchmark held-back needs the folder of held-back videos: --videos DIR or $CENTRIFUGE_VIDEOS")
     _warn_about_overlap(names, [str(videos / n) for n in ev.HELD_BACK_VIDEOS])
+    if args.light_pairs is not None and args.light_pairs > (args.pairs or 64):
+        raise UserError(f"--light-pairs {args.light_pairs}: at most one per real pair (--pairs {args.pairs or 64})")
     try:
         results = ev.run_held_back_benchmark(models, videos, args.pairs or 64, args.photo_pairs, args.frames, args.size, args.seed,
-                                             args.network_size or None)
+                                             args.network_size or None, args.light_pairs)
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
     print(ev.format_held_back(results))

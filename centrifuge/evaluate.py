@@ -386,15 +386,46 @@ def held_back_photo_pairs(num_pairs: int, num_frames: int, size: int, seed: int 
     return pairs.examples(range(num_pairs))["layers"], [p.name for p in photos]
 
 
+def light_kind(colour: Sequence[float]) -> str:
+    """What a light's base colour is, for grouping: ``black or white``, ``grey``, ``saturated``
+    (every channel high, ≥ 0.7, or low, ≤ 0.3, not all alike) or ``tinted``."""
+    c = [float(x) for x in colour]
+    if max(c) - min(c) < 1e-6:
+        return "black or white" if c[0] in (0.0, 1.0) else "grey"
+    return "saturated" if all(x >= 0.7 or x <= 0.3 for x in c) else "tinted"
+
+
+def held_back_light_pairs(clips: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """Each real clip of ``clips`` ``(N, 3, T, H, W)`` with a light as its second layer (a flat
+    colour, black and white among them, a coloured light, a gradient, a soft spot or a shadow:
+    :func:`~centrifuge.synthetic.draw_light`): the layering of the project's first sentence, a
+    shadow or a coloured light on a surface. A light has no detail of its own, so a separator that
+    has learnt the rule, not the scenes, hands all of the blend's detail to the video. Returns the
+    pairs and each light's :func:`light_kind`."""
+    import numpy as np
+
+    from .synthetic import draw_light, render_light
+
+    rng = np.random.default_rng(40_000 + seed)
+    plans = [draw_light(rng) for _ in range(len(clips))]
+    lights = torch.stack([render_light(plan, *clips.shape[2:]) for plan in plans])
+    return torch.stack([clips, lights.to(clips.dtype)], 1), [light_kind(plan.colour) for plan in plans]
+
+
 def held_back_kinds(videos_dir: str | Path, num_pairs: int = 64, photo_pairs: int = 32, num_frames: int = 32, size: int = 112,
-                    seed: int = 0) -> dict[str, tuple[torch.Tensor, list[str]]]:
+                    seed: int = 0, light_pairs: int | None = None) -> dict[str, tuple[torch.Tensor, list[str]]]:
     """The benchmark's pairs by content kind, each with what every pair blends: ``real`` (pairs of
-    the held-back videos, e.g. ``bikes + cup``) and ``photographs`` (pairs of held-back photographs
-    panned and zoomed; no groups)."""
+    the held-back videos, e.g. ``bikes + cup``), ``photographs`` (pairs of held-back photographs
+    panned and zoomed; no groups) and ``lights`` (the first video of each of the first
+    ``light_pairs`` real pairs under a light, :func:`held_back_light_pairs`; None: as many as
+    ``num_pairs``)."""
     videos_dir = Path(videos_dir)
     missing = [n for n in HELD_BACK_VIDEOS if not (videos_dir / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{videos_dir}: the held-back videos {', '.join(missing)} are not there")
+    light_pairs = num_pairs if light_pairs is None else light_pairs
+    if light_pairs > num_pairs:
+        raise ValueError(f"{light_pairs} light pairs: at most one per real pair ({num_pairs})")
     data = ",".join(str(videos_dir / n) for n in HELD_BACK_VIDEOS)
     items = benchmark_items(data, num_pairs, num_frames, size, seed)
     names = [Path(v.path).stem for v in clip_source(data).videos]
@@ -402,23 +433,26 @@ def held_back_kinds(videos_dir: str | Path, num_pairs: int = 64, photo_pairs: in
     kinds = {"real": (items["layers"], groups)}
     if photo_pairs:
         kinds["photographs"] = (held_back_photo_pairs(photo_pairs, num_frames, size, seed)[0], [])
+    if light_pairs:
+        kinds["lights"] = held_back_light_pairs(items["layers"][:light_pairs, 0], seed)
     return kinds
 
 
 def held_back_benchmark(videos_dir: str | Path, num_pairs: int = 64, photo_pairs: int = 32, num_frames: int = 32, size: int = 112,
-                        seed: int = 0) -> dict[str, torch.Tensor]:
+                        seed: int = 0, light_pairs: int | None = None) -> dict[str, torch.Tensor]:
     """The pairs of :func:`held_back_kinds` alone."""
-    return {kind: pairs for kind, (pairs, _) in held_back_kinds(videos_dir, num_pairs, photo_pairs, num_frames, size, seed).items()}
+    kinds = held_back_kinds(videos_dir, num_pairs, photo_pairs, num_frames, size, seed, light_pairs)
+    return {kind: pairs for kind, (pairs, _) in kinds.items()}
 
 
 def run_held_back_benchmark(models: Sequence[tuple[str, CentrifugeNet]], videos_dir: str | Path, num_pairs: int = 64, photo_pairs: int = 32,
                             num_frames: int = 32, size: int = 112, seed: int = 0,
-                            network_size: int | None = None) -> dict[str, list[BenchmarkRow]]:
+                            network_size: int | None = None, light_pairs: int | None = None) -> dict[str, list[BenchmarkRow]]:
     """Table 1 per content kind of :func:`held_back_kinds`: identity, the colour-split oracles
     (:func:`colour_split_outputs`), then each model; with ``network_size`` below ``size``, each
     model through :func:`separated_at` (as ``separate --max-size network_size`` runs it)."""
     results = {}
-    for kind, (pairs, groups) in held_back_kinds(videos_dir, num_pairs, photo_pairs, num_frames, size, seed).items():
+    for kind, (pairs, groups) in held_back_kinds(videos_dir, num_pairs, photo_pairs, num_frames, size, seed, light_pairs).items():
         results[kind] = [identity_row(pairs), *colour_split_rows(pairs)] + [
             score_outputs(name, pairs, _predictor(model, network_size, size), device=next(model.parameters()).device)
             for name, model in models]
@@ -427,7 +461,7 @@ def run_held_back_benchmark(models: Sequence[tuple[str, CentrifugeNet]], videos_
     return results
 
 
-def format_groups(rows: Sequence[BenchmarkRow]) -> str:
+def format_groups(rows: Sequence[BenchmarkRow], title: str = "ratio by pair of videos:") -> str:
     """The ratio of each row on each group of pairs (e.g. each pair of videos): a headline ratio can
     come from one kind of pair alone."""
     groups = sorted(set(rows[0].pair_groups))
@@ -435,7 +469,7 @@ def format_groups(rows: Sequence[BenchmarkRow]) -> str:
         return ""
     members = {g: [i for i, x in enumerate(rows[0].pair_groups) if x == g] for g in groups}
     width = max(16, *(len(g) + 1 for g in groups))
-    lines = ["ratio by pair of videos:", f"{'model':<40}" + "".join(f"{g + f' ({len(members[g])})':>{width + 5}}" for g in groups)]
+    lines = [title, f"{'model':<40}" + "".join(f"{g + f' ({len(members[g])})':>{width + 5}}" for g in groups)]
     for row in rows:
         cells = []
         for g in groups:
@@ -466,9 +500,11 @@ def _paired_by_group(rows: Sequence[BenchmarkRow], members: dict[str, list[int]]
 
 def format_held_back(results: dict[str, list[BenchmarkRow]]) -> str:
     parts = []
+    described = {"real": f" of {', '.join(HELD_BACK_VIDEOS)}", "photographs": " of held-back photographs, panned and zoomed",
+                 "lights": " of a held-back video under a light (flat colour, coloured light, gradient, shadow)"}
     for kind, rows in results.items():
-        what = f"{kind}: {rows[0].count} pairs" + (f" of {', '.join(HELD_BACK_VIDEOS)}" if kind == "real" else " of held-back photographs, panned and zoomed")
-        by_group = format_groups(rows)
+        what = f"{kind}: {rows[0].count} pairs" + described[kind]
+        by_group = format_groups(rows, "ratio by light:" if kind == "lights" else "ratio by pair of videos:")
         parts.append(what + "\n" + format_table(rows) + ("\n" + by_group if by_group else ""))
     return "\n\n".join(parts)
 

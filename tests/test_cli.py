@@ -232,11 +232,14 @@ def test_the_held_back_benchmark_from_the_command_line(tmp_path, shared_videos):
                      "--frames", "4", "--size", "32", "--json", str(out))
     assert result.returncode == 0, result.stderr
     assert "trained on" not in result.stderr  # the bundled model trained on none of the benchmark's videos
-    assert "real: 4 pairs" in result.stdout and "photographs: 2 pairs" in result.stdout
+    assert "real: 4 pairs" in result.stdout and "photographs: 2 pairs" in result.stdout and "lights: 4 pairs" in result.stdout
+    assert json.loads(out.read_text())["kinds"]["lights"][0]["pairs"] == 4
     rows = json.loads(out.read_text())["kinds"]["real"]
     assert rows[0]["ratio"] == 1.0 and rows[1]["pairs"] == 4 and "ssim_layers" in rows[1] and rows[1]["ratio_se"] > 0
     assert len(rows[1]["pair_losses"]) == 4 and rows[1]["pair_groups"] == rows[0]["pair_groups"]  # for pair-by-pair comparisons
     assert_one_line_error(run_cli("evaluate", "--benchmark", "held-back", "--videos", str(tmp_path)), "held-back videos")
+    assert_one_line_error(run_cli("evaluate", "--benchmark", "held-back", "--videos", str(shared_videos), "--pairs", "4", "--light-pairs", "5"),
+                          "at most one per real pair")
     assert_one_line_error(run_cli("evaluate"), "--data")
 
 

@@ -143,7 +143,7 @@ def test_the_ratio_standard_error_follows_the_spread_over_pairs():
 def test_the_held_back_benchmark_pairs_different_held_back_videos_and_photographs(shared_videos):
     from centrifuge.evaluate import COLOUR_SPLIT, HELD_BACK_VIDEOS, held_back_benchmark, run_held_back_benchmark, ranks_above_noise
 
-    kinds = held_back_benchmark(shared_videos, num_pairs=6, photo_pairs=3, num_frames=4, size=32)
+    kinds = held_back_benchmark(shared_videos, num_pairs=6, photo_pairs=3, num_frames=4, size=32, light_pairs=0)
     assert set(kinds) == {"real", "photographs"}
     assert kinds["real"].shape == (6, 2, 3, 4, 32, 32) and kinds["photographs"].shape == (3, 2, 3, 4, 32, 32)
     assert all(not torch.equal(p[0], p[1]) for p in kinds["real"])
@@ -160,6 +160,28 @@ def test_the_held_back_benchmark_pairs_different_held_back_videos_and_photograph
     assert len(model.pair_groups) == 6 and model.pair_groups == identity.pair_groups
     assert all(len(set(g.split(" + "))) == 2 and set(g.split(" + ")) <= stems for g in model.pair_groups)
     assert results["photographs"][1].pair_groups == []
+
+
+def test_the_lights_kind_puts_each_real_clip_under_a_light_with_no_detail_of_its_own(shared_videos):
+    from centrifuge.evaluate import held_back_benchmark, held_back_kinds, light_kind
+
+    kinds = held_back_kinds(shared_videos, num_pairs=12, photo_pairs=0, num_frames=4, size=32, light_pairs=10)
+    real, (lights, groups) = kinds["real"][0], kinds["lights"]
+    assert lights.shape == (10, 2, 3, 4, 32, 32) and len(groups) == 10
+    assert torch.equal(lights[:, 0], real[:10, 0])  # the held-back videos themselves, not other crops
+
+    def detail(x: torch.Tensor) -> float:  # mean absolute difference between neighbouring pixels
+        return float((x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean())
+
+    assert all(detail(pair[1]) < 0.25 * detail(pair[0]) for pair in lights)  # a light is smooth, the video is not (at 32 px)
+    assert len({round(float(pair[1].mean()), 3) for pair in lights}) > 5  # different lights, not one
+    assert set(groups) <= {"black or white", "grey", "saturated", "tinted"} and len(set(groups)) > 1
+    again = held_back_benchmark(shared_videos, num_pairs=12, photo_pairs=0, num_frames=4, size=32, light_pairs=10)["lights"]
+    assert torch.equal(again, lights)  # seeded: every model meets the same lights
+    assert light_kind([0.0, 0.0, 0.0]) == light_kind([1.0, 1.0, 1.0]) == "black or white"
+    assert light_kind([0.4, 0.4, 0.4]) == "grey" and light_kind([0.9, 0.1, 0.2]) == "saturated" and light_kind([0.5, 0.2, 0.9]) == "tinted"
+    with pytest.raises(ValueError, match="at most one per real pair"):
+        held_back_kinds(shared_videos, num_pairs=2, photo_pairs=0, num_frames=4, size=32, light_pairs=3)
 
 
 def test_the_colour_split_oracle_takes_out_a_flat_layer_but_not_a_textured_one(shared_videos):
