@@ -265,7 +265,7 @@ def _run_held_back(args, names, models, settings) -> int:
         raise UserError(str(e)) from None
     print(ev.format_held_back(results))
     if args.plot:  # four real pairs and each model's layers, to look at
-        pairs = ev.held_back_benchmark(videos, 4, 0, args.frames, args.size, args.seed)["real"]
+        pairs = ev.held_back_benchmark(videos, 4, 0, args.frames, args.size, args.seed, light_pairs=0)["real"]
         print(f"wrote {ev.plot_separations(models, pairs, args.plot, network_size=args.network_size or None)}")
     if args.json:
         from .photos import available_photos

@@ -48,7 +48,7 @@ def ratios(model: torch.nn.Module, pairs: torch.Tensor) -> dict[str, float]:
 
 def main() -> None:
     videos = Path(__file__).resolve().parents[2] / "shared" / "videos"
-    pairs = held_back_kinds(os.environ.get("VIDEOS", videos), 64, 8, 32, 112, 0)["real"][0]
+    pairs = held_back_kinds(os.environ.get("VIDEOS", videos), 64, 8, 32, 112, 0, light_pairs=0)["real"][0]
     for name in sys.argv[1:]:
         model = load_calibrated_model(model_path(name), Calibration(64, 32, 64))
         print(name, "  ".join(f"{k} {v:.3f}" for k, v in ratios(model, pairs).items()), flush=True)

@@ -73,7 +73,7 @@ def candidate_pairs(outputs: torch.Tensor, blend: torch.Tensor) -> dict[str, tor
 
 def main() -> int:
     videos = Path(__file__).resolve().parents[2] / "shared" / "videos"
-    pairs = held_back_kinds(videos, 64, 0)["real"][0]
+    pairs = held_back_kinds(videos, 64, 0, light_pairs=0)["real"][0]
     for spec in sys.argv[1:] or ["default"]:
         model = Centrifuge.from_pretrained(None if spec == "default" else spec, device="cpu").net.float().eval()
         losses: dict[str, list[torch.Tensor]] = {}
