@@ -17,6 +17,7 @@ the run. SIGTERM and Ctrl-C finish the current step, write a checkpoint and exit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -747,9 +748,13 @@ def load_initial_weights(model: CentrifugeNet, source: str) -> None:
         raise TrainingError(f"init_weights {e}") from None
     except (CheckpointError, OSError, KeyError, ValueError) as e:
         raise TrainingError(f"init_weights {source}: {e}") from None
-    if trained.config != model.config:
+    grown = dataclasses.replace(trained.config, clip_statistics=model.config.clip_statistics)
+    if grown != model.config:
         raise TrainingError(f"init_weights {source}: its model {trained.config} differs from this run's {model.config}")
-    model.load_state_dict(trained.state_dict())
+    # A model that gains the colour-range branch starts as it was: the branch's output is zero.
+    missing, unexpected = model.load_state_dict(trained.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("statistics_head.") for k in missing):
+        raise TrainingError(f"init_weights {source}: weights {', '.join(unexpected + missing)} do not fit this run's model")
 
 
 def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> CentrifugeNet:

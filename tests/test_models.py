@@ -275,3 +275,62 @@ def test_motion_output_separates_two_sliding_layers_once_it_follows_one_of_them(
     assert result.assignment[0].tolist() == [0, 1]
     assert float(other_scene_share(outputs, layers)) < 0.25  # 0.5: not separated
     assert float(result.loss) < 0.8 * float(pit_loss(identity_outputs(blend), layers).loss)
+
+
+def test_clip_statistics_give_each_channels_mean_spread_and_range():
+    from centrifuge.models.centrifuge import clip_statistics
+
+    video = torch.zeros(2, 3, 4, 16, 16)
+    video[0, 0] = 0.75  # a flat colour: mean, minimum and maximum equal, no spread
+    video[1, 1, :, :8] = 1.0  # half of the frame white in green
+    mean, spread, low, high = clip_statistics(video).view(2, 4, 3).unbind(1)  # of the input in [-1, 1]
+    mean, spread, low, high = mean * 0.5 + 0.5, spread * 0.5, low * 0.5 + 0.5, high * 0.5 + 0.5  # back to [0, 1] units
+    assert torch.allclose(mean[0], torch.tensor([0.75, 0.0, 0.0])) and torch.allclose(spread[0], torch.zeros(3), atol=1e-6)
+    assert torch.allclose(low[0], mean[0]) and torch.allclose(high[0], mean[0])
+    assert torch.allclose(mean[1], torch.tensor([0.0, 0.5, 0.0])) and float(low[1, 1]) == 0.0 and float(high[1, 1]) == 1.0
+
+
+def test_a_model_with_clip_statistics_starts_as_the_model_without_them_and_then_sees_the_colour_range():
+    torch.manual_seed(0)
+    plain = build_model("tiny", output="affine").eval()
+    model = build_model("tiny", output="affine", clip_statistics=True).eval()
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("statistics_head.") for k in missing)
+    video = torch.rand(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(video), plain(video))  # the branch's last layer starts at zero
+        torch.nn.init.normal_(model.statistics_head[-1].weight)
+        # A flat colour added to the whole clip moves every pixel's head input by the same amount;
+        # through the branch, the layers now also shift as a whole with the clip's range.
+        shifted = video * 0.5 + 0.25
+        moved = model(shifted) - plain(shifted)
+    assert float(moved.abs().mean()) > 1e-3
+
+
+def test_the_clip_statistics_branch_learns_a_flat_lights_colour_from_the_blends_range(monkeypatch):
+    """A blend of a random clip with a flat colour c: the layer that is the light is c everywhere.
+    With the predictor frozen, only the branch trains. Reading c off the blend's range, it ends far
+    below the same branch fed constant statistics, which can learn only one bias for every clip."""
+    import centrifuge.models.centrifuge as centrifuge_module
+    from centrifuge.losses import pit_loss
+
+    def final_loss() -> float:
+        torch.manual_seed(0)
+        model = build_model("tiny", output="affine", clip_statistics=True, num_layers=2)
+        model.predictor.requires_grad_(False).eval()
+        optimiser = torch.optim.Adam(model.statistics_head.parameters(), lr=1e-2)
+        losses = []
+        for _ in range(60):
+            clips = torch.rand(8, 3, 4, 16, 16)
+            layers = torch.stack([clips, torch.rand(8, 3, 1, 1, 1).expand_as(clips)], 1)
+            loss = pit_loss(model(layers.mean(1)), layers).per_example.mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+        return sum(losses[-10:]) / 10
+
+    reading = final_loss()
+    monkeypatch.setattr(centrifuge_module, "clip_statistics", lambda video: torch.zeros(video.shape[0], 12))
+    blind = final_loss()
+    assert reading < 0.7 * blind, (reading, blind)

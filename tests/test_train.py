@@ -475,3 +475,17 @@ def test_a_config_takes_whole_floats_as_ints_and_ints_as_floats_and_names_a_mist
         with pytest.raises(ValueError, match=re.escape(message)):
             make_config("tiny", overrides=[override])
     assert make_config("tiny", overrides=["grad_clip=null", "workers=0", "synthetic_fraction=1"]).grad_clip is None  # None is "off"
+
+
+def test_a_run_may_add_the_clip_statistics_branch_to_the_model_it_starts_from_but_not_drop_it(tmp_path):
+    source = tmp_path / "source"
+    train(quick_config("steps=1", "model.output=affine"), source, progress=False)
+    grown = tmp_path / "grown"
+    train(quick_config("steps=1", "lr=0", "checkpoint_every=1", "model.output=affine", "model.clip_statistics=true",
+                       f"init_weights={source}"), grown, progress=False)
+    expected = _parameters(load_trained_model(source).state_dict())
+    started = _parameters(load_trained_model(grown).state_dict())
+    assert all(torch.equal(started[k], expected[k]) for k in expected)
+    assert any(k.startswith("statistics_head.") for k in load_trained_model(grown).state_dict())
+    with pytest.raises(TrainingError, match="do not fit"):
+        train(quick_config("steps=1", "model.output=affine", f"init_weights={grown}"), tmp_path / "dropped", progress=False)

@@ -54,6 +54,13 @@ class ModelConfig:
             scale it did not beat ``affine`` (docs/results.md).
         input_skip: the decoder's last block also sees the input at full resolution (not in the paper,
             whose finest skip is at stride 2).
+        clip_statistics: the head also gets the blend's colour range (not in the paper): per clip
+            and colour channel, the mean, standard deviation, minimum and maximum of the blend
+            averaged over 4×4 pixels, mapped by a small MLP to a bias on every head channel. A flat
+            light of colour c turns a video's range [0, 1] into [c/2, (1 + c)/2], which names c;
+            the convolutions, which see the blend region by region, leave this clue unused (the
+            bundled model leaves half of a video's detail under flat black). The MLP's last layer
+            starts at zero, so a model gains the option and starts as it was (``init_weights``).
         channel_multiple: scaled channel counts rounded up to a multiple of this (8 for GPU
             training in bf16, whose tensor cores work in groups of 8 channels; 1 keeps the exact
             ``width`` scaling that the bundled model was built with).
@@ -66,6 +73,7 @@ class ModelConfig:
     output: str = "direct"
     input_skip: bool = False
     channel_multiple: int = 1
+    clip_statistics: bool = False
 
     def __post_init__(self):
         if self.num_layers < 2:
@@ -100,6 +108,19 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     "small-corrector": ModelConfig(num_layers=4, final_endpoint="Mixed_5c", width=0.25, correction_steps=1, output="residual"),
     "tiny": ModelConfig(num_layers=4, final_endpoint="Mixed_4f", width=0.125, correction_steps=0, output="residual"),
 }
+
+
+CLIP_STATISTICS = 12  # mean, standard deviation, minimum, maximum per colour channel
+STATISTICS_HIDDEN = 32
+
+
+def clip_statistics(video: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, T, H, W)`` → ``(B, 12)``: per colour channel, the mean, standard deviation,
+    minimum and maximum of the clip averaged over 4×4 pixels (so that a few noisy pixels do not set
+    the range), centred on 0 like the network's input."""
+    pooled = F.avg_pool3d(video, (1, 4, 4), ceil_mode=True) if min(video.shape[-2:]) >= 4 else video
+    flat = pooled.flatten(2) * 2 - 1
+    return torch.cat([flat.mean(2), flat.std(2), flat.amin(2), flat.amax(2)], dim=1)
 
 
 ENERGY_WINDOW = 5
@@ -189,6 +210,10 @@ class CentrifugeNet(nn.Module):
         head = {"symmetric": 3 * n // 2, "affine": 2 * n,
                 "motion": (len(velocity_hypotheses()) + 4) * n // 2}.get(config.output, 3 * n)
         self.predictor = UNet(3, head, config.final_endpoint, config.width, config.input_skip, config.channel_multiple)
+        if config.clip_statistics:
+            self.statistics_head = nn.Sequential(nn.Linear(CLIP_STATISTICS, STATISTICS_HIDDEN), nn.ReLU(), nn.Linear(STATISTICS_HIDDEN, head))
+            nn.init.zeros_(self.statistics_head[-1].weight)
+            nn.init.zeros_(self.statistics_head[-1].bias)
         if config.output == "motion":
             # The choice among velocities starts as "the one along which the blend stays sharpest"
             # (β·energy); the network's logits are added to it.
@@ -236,6 +261,15 @@ class CentrifugeNet(nn.Module):
             difference = head.view(b, pairs, 3, t, h, w)
         return torch.cat([video.unsqueeze(1) + difference, video.unsqueeze(1) - difference], dim=1)
 
+    def _head(self, x: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        """The predictor's head channels for the padded blend ``x``, plus the bias that the blend's
+        colour range (of ``video``, before padding) sets when ``clip_statistics`` is on."""
+        head = self.predictor(x * 2 - 1)
+        if not self.config.clip_statistics:
+            return head
+        bias = self.statistics_head(clip_statistics(video.float()))
+        return head + bias.to(head.dtype)[:, :, None, None, None]
+
     def forward(self, video: torch.Tensor, return_all: bool = False) -> torch.Tensor | list[torch.Tensor]:
         """Separate a batch of videos.
 
@@ -252,9 +286,9 @@ class CentrifugeNet(nn.Module):
             averages = motion_averages(x.float())
             # The averages are linear in the video: their mean over colour is the grey level's.
             energy = motion_energy(averages.mean(dim=2, keepdim=True))
-            layers = self._layers_from_head(self.predictor(x * 2 - 1), x, averages, energy)
+            layers = self._layers_from_head(self._head(x, video), x, averages, energy)
         else:
-            layers = self._layers_from_head(self.predictor(x * 2 - 1), x)
+            layers = self._layers_from_head(self._head(x, video), x)
         stages = [layers]
         b, n, c, t, h, w = layers.shape
         for corrector in self.correctors:
