@@ -300,8 +300,8 @@ def test_a_model_with_clip_statistics_starts_as_the_model_without_them_and_then_
     with torch.no_grad():
         assert torch.equal(model(video), plain(video))  # the branch's last layer starts at zero
         torch.nn.init.normal_(model.statistics_head[-1].weight)
-        # A flat colour added to the whole clip moves every pixel's head input by the same amount;
-        # through the branch, the layers now also shift as a whole with the clip's range.
+        # Once the branch's last layer is not zero, its per-clip bias moves the layers away from the
+        # plain model's on the same clip.
         shifted = video * 0.5 + 0.25
         moved = model(shifted) - plain(shifted)
     assert float(moved.abs().mean()) > 1e-3
