@@ -335,3 +335,23 @@ def test_the_colour_invariant_term_scores_copies_of_the_blend_like_the_blend_and
     outputs = copies.clone().requires_grad_(True)
     pit_loss(outputs, targets, colour_invariant_weight=1.0).loss.backward()
     assert outputs.grad.abs().sum() > 0
+
+
+def test_light_labels_mark_the_blends_that_hold_a_light_and_not_two_real_videos(shared_videos):
+    """Lights as training draws them (flat, ramps, soft spots) beside real decoded clips: every
+    pair with a light is labelled 1, every pair of two real clips 0."""
+    import numpy as np
+
+    from centrifuge.data import center_crop, resize_shortest_side, to_clip
+    from centrifuge.losses import light_labels
+    from centrifuge.synthetic import draw_light, render_light
+    from centrifuge.video import read_clip
+
+    clips = [center_crop(resize_shortest_side(to_clip(read_clip(shared_videos / name, 0, 8)), 64), 64)
+             for name in ("bikes.mp4", "cup.mp4", "carphone_pristine.mp4", "tree.avi")]
+    rng = np.random.default_rng(0)
+    lights = [render_light(draw_light(rng), 8, 64, 64) for _ in range(24)]
+    with_light = torch.stack([torch.stack([clips[i % 4], light][:: 1 if i % 2 else -1]) for i, light in enumerate(lights)])
+    two_videos = torch.stack([torch.stack([clips[i], clips[j]]) for i in range(4) for j in range(4) if i != j])
+    assert light_labels(with_light).tolist() == [1.0] * 24
+    assert light_labels(two_videos).tolist() == [0.0] * 12

@@ -334,3 +334,26 @@ def test_the_clip_statistics_branch_learns_a_flat_lights_colour_from_the_blends_
     monkeypatch.setattr(centrifuge_module, "clip_statistics", lambda video: torch.zeros(video.shape[0], 12))
     blind = final_loss()
     assert reading < 0.7 * blind, (reading, blind)
+
+
+def test_a_light_gate_applies_the_colour_range_bias_only_as_far_as_the_blend_holds_a_light():
+    torch.manual_seed(0)
+    # The direct head and no corrector keep the layers linear in the bias, so shares are exact.
+    options = dict(output="direct", correction_steps=0, clip_statistics=True)
+    model = build_model("tiny", light_gate=True, **options).eval()
+    ungated = build_model("tiny", **options).eval()
+    video = torch.rand(2, 3, 8, 32, 32) * 0.5 + 0.25
+    with torch.no_grad():
+        torch.nn.init.normal_(model.statistics_head[-1].weight)
+        ungated.load_state_dict(model.state_dict(), strict=False)
+        told = model(video, light=torch.tensor([1.0, 0.0]))
+        full, none = ungated(video), model(video, light=torch.zeros(2))
+        believed = model(video)
+        probability = torch.sigmoid(model.light_logit)
+    assert torch.allclose(told[0], full[0], atol=1e-6) and torch.allclose(told[1], none[1], atol=1e-6)  # gate 1: the whole bias; 0: none
+    assert float((full - none).abs().mean()) > 1e-3
+    # Left to itself, the model gates the bias by its light head's probability.
+    share = (believed - none).flatten(1).norm(dim=1) / (full - none).flatten(1).norm(dim=1)
+    assert torch.allclose(share, probability, atol=1e-4), (share, probability)
+    with pytest.raises(ValueError, match="clip_statistics"):
+        build_model("tiny", output="affine", light_gate=True)

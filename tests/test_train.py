@@ -19,7 +19,7 @@ import centrifuge.train as train_module
 from centrifuge.checkpoint import CheckpointError, latest_valid_checkpoint, list_checkpoints, load_state, save_checkpoint
 from centrifuge.config import make_config
 from centrifuge.models import build_model
-from centrifuge.train import TrainingError, learning_rate, load_trained_model, train, train_step
+from centrifuge.train import TrainingError, learning_rate, load_trained_model, make_optimizer, train, train_step
 
 
 def quick_config(*overrides: str):
@@ -489,3 +489,41 @@ def test_a_run_may_add_the_clip_statistics_branch_to_the_model_it_starts_from_bu
     assert any(k.startswith("statistics_head.") for k in load_trained_model(grown).state_dict())
     with pytest.raises(TrainingError, match="do not fit"):
         train(quick_config("steps=1", "model.output=affine", f"init_weights={grown}"), tmp_path / "dropped", progress=False)
+
+
+def test_a_gated_run_teaches_its_light_head_which_blends_hold_a_light_and_biases_only_those(shared_videos):
+    """Training shows the light gate the answer: the range's bias learns only from blends with a
+    light, and the light head learns to tell them from blends of two real clips."""
+    import numpy as np
+
+    from centrifuge.data import random_crop, resize_shortest_side, to_clip
+    from centrifuge.synthetic import draw_light, render_light
+    from centrifuge.video import read_clip
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    videos = [resize_shortest_side(to_clip(read_clip(shared_videos / name, 0, 24)), 48)
+              for name in ("bikes.mp4", "cup.mp4", "carphone_pristine.mp4", "box.mp4")]
+    model = build_model("tiny", output="affine", clip_statistics=True, light_gate=True)
+    # The light head learns at 30x the run's rate (train.LIGHT_HEAD_LR_SCALE): 9e-3 here.
+    optimizer = make_optimizer(model, quick_config("lr=3e-4"))
+
+    def batch(lights: int, size: int = 8) -> torch.Tensor:
+        def clip() -> torch.Tensor:
+            video = videos[rng.integers(len(videos))]
+            start = int(rng.integers(video.shape[1] - 8))
+            return random_crop(video[:, start : start + 8], 32, rng)
+        return torch.stack([torch.stack([clip(), render_light(draw_light(rng), 8, 32, 32) if i < lights else clip()]) for i in range(size)])
+
+    before = {k: v.clone() for k, v in model.statistics_head.state_dict().items()}
+    train_step(model, optimizer, batch(0), torch.full((8,), 0.5), quick_config(), None)
+    assert all(torch.equal(before[k], v) for k, v in model.statistics_head.state_dict().items())  # no light, no bias learnt
+    for _ in range(80):
+        train_step(model, optimizer, batch(4), torch.full((8,), 0.5), quick_config(), None)
+    assert any(not torch.equal(before[k], v) for k, v in model.statistics_head.state_dict().items())
+    model.eval()
+    with torch.no_grad():
+        model(batch(16, 32).mean(1))
+    believed = torch.sigmoid(model.light_logit)  # every blend starts at 0.5
+    accuracy = float((believed[:16] > 0.5).float().mean() + (believed[16:] < 0.5).float().mean()) / 2
+    assert accuracy >= 0.7 and float(believed[:16].mean() - believed[16:].mean()) > 0.25, believed
