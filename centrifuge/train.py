@@ -284,11 +284,17 @@ def build_training_data(config: TrainConfig, device: torch.device, ddp: "Distrib
 LIGHT_HEAD_LR_SCALE = 30.0
 
 
+def _light_gated(model: torch.nn.Module) -> CentrifugeNet | None:
+    """The network under any DDP wrapper when it has a light gate, else None."""
+    net = getattr(model, "module", model)
+    return net if getattr(getattr(net, "config", None), "light_gate", False) else None
+
+
 def parameter_groups(model: torch.nn.Module) -> list[dict]:
     """The trainable parameters, with the light head in a group of its own whose ``lr_scale``
     multiplies the run's learning rate (the ``lr_scale`` key as timm's layer decay uses it)."""
-    net = getattr(model, "module", model)
-    head = {id(p) for p in net.light_head.parameters()} if getattr(getattr(net, "config", None), "light_gate", False) else set()
+    net = _light_gated(model)
+    head = {id(p) for p in net.light_head.parameters()} if net is not None else set()
     groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in head], "lr_scale": 1.0}]
     if head:
         groups.append({"params": [p for p in model.parameters() if p.requires_grad and id(p) in head], "lr_scale": LIGHT_HEAD_LR_SCALE})
@@ -387,10 +393,9 @@ def train_step(
     """
     blend = blend_linear_light(layers, alpha) if config.linear_light else blend_layers(layers, alpha)
     device_type = layers.device.type
-    net = getattr(model, "module", model)
-    gated = getattr(getattr(net, "config", None), "light_gate", False)
+    net = _light_gated(model)
     # A light gate is shown the answer: the range's bias trains on blends with a light only.
-    light = light_labels(layers) if gated else None
+    light = light_labels(layers) if net is not None else None
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         outputs = model(blend) if light is None else model(blend, light=light)
     result = pit_loss(outputs.float(), layers, blend=blend, alpha=alpha,
@@ -399,7 +404,7 @@ def train_step(
                       exclusion_weight=config.exclusion_weight if exclusion_weight is None else exclusion_weight,
                       written_weight=config.written_weight, colour_invariant_weight=config.colour_invariant_weight)
     objective = result.loss
-    if gated:
+    if net is not None:
         objective = objective + LIGHT_GATE_WEIGHT * torch.nn.functional.binary_cross_entropy_with_logits(net.light_logit.float(), light)
     optimizer.zero_grad(set_to_none=True)
     objective.backward()
