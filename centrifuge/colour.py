@@ -109,16 +109,23 @@ def _affine(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor, dim: in
     return torch.stack(rows, dim)
 
 
-def planes_to_rgb_uint8(planes: Sequence[torch.Tensor], spec: ColourSpec) -> np.ndarray:
+def planes_to_rgb_uint8(planes: Sequence[torch.Tensor], spec: ColourSpec, max_size: int | None = None) -> np.ndarray:
     """Full-resolution uint8 planes ``(…, H_p, W_p)`` (chroma at half size) → ``(…, H, W, 3)``
-    uint8 RGB: for the few frames a person looks at (the preview), not for the stream."""
+    uint8 RGB: for the few frames a person looks at (the preview), not for the stream. With
+    ``max_size``, larger frames come out shrunk (antialiased) to that longest side: a 720p frame
+    for a 192-pixel thumbnail costs a tenth of its full conversion."""
     size = tuple(planes[0].shape[-2:])
+    if max_size and max(size) > max_size:
+        scale = max_size / max(size)
+        size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
     full = []
     for plane in planes:
         x = plane.float().div(255)
         if tuple(x.shape[-2:]) != size:
             lead = x.shape[:-2]
-            x = F.interpolate(x.reshape(-1, 1, *x.shape[-2:]), size=size, mode="bilinear", align_corners=False).reshape(*lead, *size)
+            shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
+            x = F.interpolate(x.reshape(-1, 1, *x.shape[-2:]), size=size, mode="bilinear", antialias=shrink, align_corners=False)
+            x = x.reshape(*lead, *size)
         full.append(x)
     rgb = planes_to_rgb(torch.stack(full, -1), spec, dim=-1)
     return (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+from typing import Iterator
 
 import torch
 
@@ -60,3 +63,22 @@ def use_channels_last(device: torch.device, dtype: torch.dtype | None) -> bool:
     AVX-512 CPU (measured ×1.5 for the ``small`` model: ``centrifuge bench --levers``); with fp32 on
     an AVX2 CPU PyTorch's 3D convolutions gained little from it."""
     return device.type == "cuda" or dtype == torch.bfloat16 or (device.type == "cpu" and cpu_has_avx512())
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the OS says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` inside the block (None: left as they are)."""
+    before = torch.get_num_threads()
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

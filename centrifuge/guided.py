@@ -13,6 +13,8 @@ difference" would do. With ``eps`` → ∞ this is exactly that older rule.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -65,13 +67,38 @@ def guided_coefficients(guide: torch.Tensor, layers: torch.Tensor, radius: int =
     return a, b
 
 
+ROW_RUNS_FROM = 6  # rows enlarged at least this many times: rows by runs (see bilinear_resize)
+
+
 def bilinear_resize(planes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(m, h, w)`` float → ``(m, *size)``, exactly ``F.interpolate(mode="bilinear",
-    align_corners=False)``, as two linear passes: columns first, while the planes are narrow, then
-    rows. A third less time than the 2-D kernel at 720p and 1080p on one core (to 1e-7)."""
+    """``(m, h, w)`` float → ``(m, *size)``, ``F.interpolate(mode="bilinear", align_corners=False)``
+    (to a few 1e-6 of the values' range), as two linear passes while the planes are narrow.
+
+    Rows enlarged ``ROW_RUNS_FROM`` times or more (the network's size brought to 720p and up) are
+    widened first, then made by runs: the output rows between two small rows are one ``addcmul`` of
+    the two, written once, half the time of the row kernel at 720p and 1080p; with fewer rows per
+    run the per-call cost loses, and rows are interpolated first, then columns."""
     m, h, w = planes.shape
+    if size[0] >= ROW_RUNS_FROM * h:
+        wide = F.interpolate(planes, size=size[1], mode="linear", align_corners=False) if w != size[1] else planes  # (m, h, W)
+        step = torch.diff(wide, dim=1, append=wide[:, -1:])  # the next row minus this one (0 after the last)
+        out = torch.empty(m, *size, dtype=wide.dtype)
+        for first, end, row, weight in _row_runs(h, size[0]):
+            torch.addcmul(wide[:, row : row + 1], step[:, row : row + 1], weight, out=out[:, first:end])
+        return out
     tall = F.interpolate(planes.transpose(1, 2), size=size[0], mode="linear", align_corners=False)  # (m, w, H)
     return F.interpolate(tall.transpose(1, 2).contiguous(), size=size[1], mode="linear", align_corners=False)
+
+
+@functools.lru_cache(maxsize=16)
+def _row_runs(small: int, large: int) -> list[tuple[int, int, int, torch.Tensor]]:
+    """Bilinear rows (align_corners=False, sources clamped at the first row, as torch does) grouped
+    in runs that share their upper source row: ``(first, end, row, weights (end - first, 1))``."""
+    source = ((torch.arange(large, dtype=torch.float32) + 0.5) * (small / large) - 0.5).clamp_min(0)
+    row = source.floor().long().clamp_max(small - 1)
+    weight = (source - row).unsqueeze(1)
+    firsts = torch.nonzero(torch.diff(row, prepend=torch.tensor([-1]))).flatten().tolist()
+    return [(a, b, int(row[a]), weight[a:b]) for a, b in zip(firsts, firsts[1:] + [large])]
 
 
 def apply_coefficients(a: torch.Tensor, b: torch.Tensor, plane: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

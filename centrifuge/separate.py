@@ -16,6 +16,7 @@ scale").
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from .checkpoint import weights_exist
 from .colour import ColourSpec, planes_to_rgb, planes_to_rgb_uint8, rgb_to_planes
 from .data import RESIZE_FACTOR
-from .devices import autocast_dtype, resolve_device, use_channels_last
+from .devices import autocast_dtype, resolve_device, torch_threads, usable_cores, use_channels_last
 from .guided import apply_coefficients, guided_coefficients, recomposing_partners
 from .losses import best_assignment, pairwise_loss_matrix
 from .models import CentrifugeNet, fold_batchnorm
@@ -51,6 +52,7 @@ PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 AUTO = "auto"  # max_size: the model's training scale (Centrifuge.network_max_size)
 FALLBACK_MAX_SIZE = 256  # max_size "auto" for a model whose training crop size is not recorded
 DEFAULT_MODEL = "default"
+PREVIEW_SOURCE_SIZE = 384  # preview frames are made at most this large, twice the grid's tiles (report.preview_grid)
 
 
 class SeparationError(Exception):
@@ -138,10 +140,11 @@ class Centrifuge:
         return out.permute(0, 1, 3, 4, 2)  # (n, T, 3, H, W) → (n, T, H, W, 3)
 
     def _run_window(self, frames: Sequence[Sequence[torch.Tensor]], colour: ColourSpec | None, max_size: int | None,
-                    stats: "SeparationStats | None" = None) -> "_Window":
+                    stats: "SeparationStats | None" = None, network_threads: int | None = None) -> "_Window":
         """The network on one window of frames, each three planes ``(H_p, W_p)``, uint8 or float
         in code value / 255 (RGB when ``colour`` is None, else Y'CbCr with smaller chroma). Returns
-        the window's small RGB layers and, per frame, what brings them to full resolution."""
+        the window's small RGB layers and, per frame, what brings them to full resolution.
+        ``network_threads``: torch's threads for the network alone (default: as set)."""
         stats = stats or SeparationStats()
         started = time.perf_counter()
         h, w = frames[0][0].shape[-2:]
@@ -159,7 +162,8 @@ class Centrifuge:
             rgb = rgb.contiguous(memory_format=torch.channels_last_3d)
         stats.add("resize", started)
         started = time.perf_counter()
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None), \
+                torch_threads(network_threads):
             layers_rgb = self.net(rgb).float()[0]  # (n, 3, T, h', w')
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -177,7 +181,8 @@ class Centrifuge:
     @torch.inference_mode()
     def separate_planes(self, frames: Iterable[Sequence[torch.Tensor]], colour: ColourSpec | None, window: int = DEFAULT_WINDOW,
                         overlap: int = DEFAULT_OVERLAP, max_size: int | str | None = AUTO, stats: "SeparationStats | None" = None,
-                        select: Callable[[np.ndarray], Sequence[int]] | None = None) -> Iterator[list[torch.Tensor]]:
+                        select: Callable[[np.ndarray], Sequence[int]] | None = None, network_threads: int | None = None,
+                        deferred: bool = False) -> Iterator[list[torch.Tensor]] | Iterator["PendingFrame"]:
         """The streaming core: frames as three uint8 planes (RGB when ``colour`` is None, else the
         file's Y'CbCr, chroma at half size) → per frame, three float planes ``(n, H_p, W_p)`` in code
         values (0-255), unclamped.
@@ -189,7 +194,10 @@ class Centrifuge:
         previous window's on the frames they share (matched at the network's size).
 
         ``select``, given the first window's ``(n, n)`` layer distances, names the layers to bring
-        to full resolution (default: all); the others cost nothing more.
+        to full resolution (default: all); the others cost nothing more. ``network_threads``:
+        torch's threads for the network, when the per-pixel work runs on fewer (see ``separate_file``).
+        ``deferred``: yield each frame as a :class:`PendingFrame`, whose layers the caller makes
+        where it likes (``separate_file``: each on its encoder's thread).
         """
         if window < 1 or overlap < 0 or overlap >= window:
             raise ValueError("need window ≥ 1 and 0 ≤ overlap < window")
@@ -211,15 +219,21 @@ class Centrifuge:
                 else:
                     held[loaded] = frame
                     loaded += 1
+                    # A finished frame out for every frame read, so that the caller (the encoders)
+                    # works while the next window is read. No later window reaches below
+                    # ``start``, nor, should the video end now, below ``loaded - window``.
+                    if next_out < min(start, loaded - window):
+                        yield self._emit(held.pop(next_out), sums.pop(next_out), stats, deferred)
+                        next_out += 1
             if exhausted:
                 if loaded == 0 or covered >= loaded:
                     break
                 start = max(0, loaded - window)
             end = min(start + window, loaded)
             while next_out < start:  # no later window reaches these frames
-                yield self._emit(held.pop(next_out), sums.pop(next_out), stats)
+                yield self._emit(held.pop(next_out), sums.pop(next_out), stats, deferred)
                 next_out += 1
-            result = self._run_window([held[t] for t in range(start, end)], colour, max_size, stats)
+            result = self._run_window([held[t] for t in range(start, end)], colour, max_size, stats, network_threads)
             began = time.perf_counter()
             if previous is not None:
                 shared = max(1, covered - start)
@@ -243,13 +257,16 @@ class Centrifuge:
                 break
             start += window - overlap
         while next_out < loaded:
-            yield self._emit(held.pop(next_out), sums.pop(next_out), stats)
+            yield self._emit(held.pop(next_out), sums.pop(next_out), stats, deferred)
             next_out += 1
 
-    def _emit(self, frame: Sequence[torch.Tensor], entry: list, stats: "SeparationStats") -> list[torch.Tensor]:
-        began = time.perf_counter()
+    def _emit(self, frame: Sequence[torch.Tensor], entry: list, stats: "SeparationStats", deferred: bool = False) -> "list[torch.Tensor] | PendingFrame":
         weight, recipe = entry
-        out = _Window.synthesise_recipe(recipe, weight, frame)
+        pending = PendingFrame(recipe, weight, frame)
+        if deferred:
+            return pending
+        began = time.perf_counter()
+        out = pending.layers()
         stats.add("upsample", began)
         return out
 
@@ -399,6 +416,43 @@ class _Window:
         return out
 
 
+@dataclass
+class PendingFrame:
+    """One frame's layers before they are brought to full resolution: its weighted recipe and its
+    planes (uint8 or float code values). :meth:`layer` makes one layer and may run on any thread,
+    beside the others: ``separate_file`` makes each layer on the thread that encodes it, so that
+    this per-pixel work does not queue behind the network on one core."""
+
+    recipe: tuple
+    weight: float
+    planes: Sequence[torch.Tensor]
+
+    @property
+    def num_layers(self) -> int:
+        return self.recipe[1].shape[0]
+
+    def layers(self) -> list[torch.Tensor]:
+        """Every layer: per plane ``(n, H_p, W_p)``, code values, unclamped."""
+        return _Window.synthesise_recipe(self.recipe, self.weight, self.planes)
+
+    def layer(self, k: int, offset: float = 0.0) -> list[torch.Tensor]:
+        """Layer ``k`` alone: three planes ``(H_p, W_p)``, plus ``offset`` (added at the small
+        size: 0.5 makes a cast to bytes round, without a pass over the full frame). A layer that
+        the pair's other one recomposes (``j = 2 · input − i``) is fitted on its own here, with
+        ``(2 − a_i, −b_i)``: the same planes to float rounding, without waiting for ``i``."""
+        shift = offset * self.weight  # the recipe is a weighted sum
+        if self.recipe[0] == "direct":
+            single = ("direct", self.recipe[1][k : k + 1] + shift)
+        else:
+            _, a, b, partners = self.recipe
+            if k in partners:
+                i = partners[k]
+                single = ("guided", 2 * self.weight - a[i : i + 1], shift - b[i : i + 1], {})
+            else:
+                single = ("guided", a[k : k + 1], b[k : k + 1] + shift, {})
+        return [p[0] for p in _Window.synthesise_recipe(single, self.weight, self.planes)]
+
+
 def _farthest_pair(distance: np.ndarray) -> tuple[int, int]:
     """The two layers with the largest entry of a symmetric ``(n, n)`` distance matrix, ``i < j``."""
     n = distance.shape[0]
@@ -494,11 +548,16 @@ def separate_file(
     names = [f"layers/layer{i + 1}.mp4" for i in range(n)] if all_layers else [".pair1.mp4", ".pair2.mp4"]
     if all_layers:
         (work / "layers").mkdir()
-    writers = [BackgroundWriter(VideoWriter(work / name, fps=info.fps, colour=colour, preset=encoder_preset)) for name in names]
     # The input beside the layers, for the page: copied when a browser plays it as it is (H.264
     # 4:2:0, the usual case: one encoder fewer), else re-encoded as the frames go by.
     input_copied = copy_browser_playable(path, work / "input.mp4", info)
-    input_writer = None if input_copied else BackgroundWriter(VideoWriter(work / "input.mp4", fps=info.fps, colour=colour, preset=encoder_preset))
+    threads = encoder_threads(len(names) + (not input_copied))
+
+    def writer(name: str) -> BackgroundWriter:
+        return BackgroundWriter(VideoWriter(work / name, fps=info.fps, colour=colour, preset=encoder_preset, threads=threads))
+
+    writers = [writer(name) for name in names]
+    input_writer = None if input_copied else writer("input.mp4")
     times = _preview_times(info.num_frames)
     preview_inputs, preview_layers = {}, {}
     stats = SeparationStats()
@@ -511,27 +570,29 @@ def separate_file(
     started = time.time()
     count = 0
     bar = None
+    network_threads = torch.get_num_threads()
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=info.num_frames, unit="frame", desc=path.name[:30], dynamic_ncols=True)
     try:
+        # The per-pixel work takes an encoder's share of the cores, the network all of them:
+        # torch's second thread on a core that x264 holds costs more CPU than it saves. Each layer
+        # is brought to full resolution on the thread that encodes it: the main thread reads,
+        # resizes and runs the network, and the per-pixel work runs beside it (720p on 2 cores:
+        # the main thread had 20 of a frame's 40-50 ms of CPU, and set the pace).
         source = _recording(iter_planes(path, info), preview_inputs, set(times), input_writer)
-        for layer_planes in model.separate_planes(source, colour, window, overlap, max_size, stats, select=choose):
-            began = time.perf_counter()
-            # in place (the planes are this frame's own, made in inference mode): two full-size temporaries fewer per plane
-            with torch.inference_mode():
-                as_uint8 = [p.add_(0.5).clamp_(0, 255).to(torch.uint8).numpy() for p in layer_planes]
-            stats.add("upsample", began)
-            began = time.perf_counter()
-            for i, writer in enumerate(writers):
-                writer.write_planes(as_uint8[0][i], as_uint8[1][i], as_uint8[2][i])
-            stats.add("encode_wait", began)
-            if count in times:
-                preview_layers[count] = planes_to_rgb_uint8([torch.from_numpy(p) for p in as_uint8], colour)
-            count += 1
-            if bar is not None:
-                bar.update(1)
+        with torch_threads(threads):
+            for pending in model.separate_planes(source, colour, window, overlap, max_size, stats, select=choose,
+                                                 network_threads=network_threads, deferred=True):
+                began = time.perf_counter()
+                kept = preview_layers.setdefault(count, {}) if count in times else None
+                for k, writer in enumerate(writers):
+                    writer.write_made(functools.partial(_layer_bytes, pending, k, threads, kept))
+                stats.add("encode_wait", began)
+                count += 1
+                if bar is not None:
+                    bar.update(1)
         if count == 0:
             raise VideoError(f"{path}: no frame could be decoded")
         began = time.perf_counter()
@@ -546,7 +607,8 @@ def separate_file(
     finally:
         if bar is not None:
             bar.close()
-    stats.seconds["encode_threads"] = sum(w.busy for w in writers + [input_writer] * (input_writer is not None))
+    stats.seconds["encode_threads"] = sum(w.busy - w.making for w in writers + [input_writer] * (input_writer is not None))
+    stats.seconds["upsample_threads"] = sum(w.making for w in writers)
     if count < info.num_frames:
         log.warning("%s: the stream broke after %d of %d frames; separated what decoded", path, count, info.num_frames)
     elapsed = time.time() - started
@@ -561,8 +623,10 @@ def separate_file(
         if not all_layers:
             source_file.unlink()
     kept = sorted(preview_layers)
-    inputs = [planes_to_rgb_uint8([torch.from_numpy(p) for p in preview_inputs[t]], colour) for t in kept]
-    write_preview(work / "preview.png", inputs, [preview_layers[t] for t in kept], pair if all_layers else (0, 1), kept)
+    inputs = [planes_to_rgb_uint8([torch.from_numpy(p) for p in preview_inputs[t]], colour, PREVIEW_SOURCE_SIZE) for t in kept]
+    layers = [planes_to_rgb_uint8([torch.from_numpy(np.stack([preview_layers[t][k][c] for k in range(len(writers))])) for c in range(3)],
+                                  colour, PREVIEW_SOURCE_SIZE) for t in kept]
+    write_preview(work / "preview.png", inputs, layers, pair if all_layers else (0, 1), kept)
     payload = {
         "input": str(path), "model": model.name, "num_layers": n, "pair": list(pair), "frames": count,
         "fps": info.fps, "width": info.width, "height": info.height, "window": window, "overlap": overlap,
@@ -578,6 +642,26 @@ def separate_file(
         shutil.rmtree(folder)
     work.rename(folder)
     return SeparationReport(input=str(path), folder=folder, frames=count, seconds=elapsed, pair=pair)
+
+
+def _layer_bytes(pending: PendingFrame, k: int, threads: int, keep: dict | None) -> list[np.ndarray]:
+    """Layer ``k`` of a frame as uint8 planes for its encoder (run on the encoder's thread), kept
+    in ``keep`` too when the preview wants this frame."""
+    with torch.inference_mode(), torch_threads(threads):
+        # +0.5 then truncation: rounding. In place: the planes are this layer's own. numpy's float →
+        # uint8 cast is a seventh of torch's time at 720p.
+        planes = [p.clamp_(0, 255).numpy().astype(np.uint8) for p in pending.layer(k, offset=0.5)]
+    if keep is not None:
+        keep[k] = planes
+    return planes
+
+
+def encoder_threads(encoders: int, cores: int | None = None) -> int:
+    """Threads for each of ``encoders`` x264 encoders running beside the network, and for the
+    per-pixel work around it: the cores shared out in ``encoders + 1`` parts, at least one each. x264's own choice (1.5 threads per
+    core, frame-parallel) costs 15 % more CPU a frame, which on a few cores the network then waits
+    for (720p on 2 cores: 9.7 → 8.2 ms of CPU per layer frame)."""
+    return max(1, (usable_cores() if cores is None else cores) // (encoders + 1))
 
 
 def _recording(frames: Iterable[tuple], store: dict, wanted: set[int], writer: "BackgroundWriter | None") -> Iterator[list[torch.Tensor]]:

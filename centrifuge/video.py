@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -401,7 +401,7 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, crf: int = 20, codec: str = "libx264", colour: ColourSpec | None = None,
-                 preset: str = DEFAULT_PRESET):
+                 preset: str = DEFAULT_PRESET, threads: int = 0):
         if preset not in ENCODER_PRESETS:
             raise ValueError(f"encoder preset must be one of {', '.join(ENCODER_PRESETS)}, not {preset!r}")
         self.path = Path(path)
@@ -410,6 +410,7 @@ class VideoWriter:
         self.preset = preset
         self.codec = codec
         self.colour = colour
+        self.threads = threads  # the encoder's own threads; 0: its choice (x264: 1.5 per core)
         self.frames_written = 0
         self._tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
         self._container = None
@@ -434,6 +435,7 @@ class VideoWriter:
             for name, code in self.colour.tags().items():
                 setattr(stream.codec_context, name, code)
         stream.options = x264_options(self.preset, self.crf) if "264" in self.codec else {}
+        stream.codec_context.thread_count = self.threads
         self._stream = stream
 
     def write(self, frames: np.ndarray) -> None:
@@ -465,8 +467,12 @@ class VideoWriter:
         H, W = self._stream.height, self._stream.width
         if (H, W) != (height, width):
             y = np.pad(y, ((0, H - height), (0, W - width)), mode="edge")
-        packed = np.concatenate([np.ascontiguousarray(y).reshape(-1), np.ascontiguousarray(cb).reshape(-1), np.ascontiguousarray(cr).reshape(-1)])
-        frame = av.VideoFrame.from_ndarray(packed.reshape(H * 3 // 2, W), format="yuv420p")
+        frame = av.VideoFrame(W, H, "yuv420p")
+        for plane, data in zip(frame.planes, (y, cb, cr)):  # straight into the frame's own buffers: no packed copy
+            if plane.line_size == data.shape[1] and data.flags.c_contiguous:
+                plane.update(data)
+            else:
+                np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: data.shape[0], : data.shape[1]] = data
         frame.colorspace, frame.color_range = self.colour.colorspace_code, self.colour.range_code
         self._encode(frame)
 
@@ -508,13 +514,14 @@ class VideoWriter:
 class BackgroundWriter:
     """A :class:`VideoWriter` fed on a thread of its own, a few frames ahead at most: encoding
     (x264 and swscale release the GIL) overlaps the caller's work. Errors surface on the next
-    write or on :meth:`close`. ``busy`` is the seconds spent encoding."""
+    write or on :meth:`close`. ``busy`` is the seconds this thread worked, ``making`` the part of
+    them spent making frames given as functions (:meth:`write_made`)."""
 
     def __init__(self, writer: VideoWriter, depth: int = 4):
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        self.writer, self.depth, self.busy = writer, depth, 0.0
+        self.writer, self.depth, self.busy, self.making = writer, depth, 0.0, 0.0
         self._pool = ThreadPoolExecutor(max_workers=1)
         self._pending = deque()
 
@@ -523,6 +530,18 @@ class BackgroundWriter:
 
     def write_planes(self, y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> None:
         self._submit(self.writer.write_planes, y, cb, cr)
+
+    def write_made(self, make: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """Append the frame that ``make()`` returns as uint8 Y'CbCr planes, made on this thread."""
+        self._submit(self._make_and_write, make)
+
+    def _make_and_write(self, make: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        import time
+
+        began = time.perf_counter()
+        planes = make()
+        self.making += time.perf_counter() - began
+        self.writer.write_planes(*planes)
 
     def _submit(self, fn, *args) -> None:
         while len(self._pending) >= self.depth:
