@@ -427,10 +427,6 @@ class PendingFrame:
     weight: float
     planes: Sequence[torch.Tensor]
 
-    @property
-    def num_layers(self) -> int:
-        return self.recipe[1].shape[0]
-
     def layers(self) -> list[torch.Tensor]:
         """Every layer: per plane ``(n, H_p, W_p)``, code values, unclamped."""
         return _Window.synthesise_recipe(self.recipe, self.weight, self.planes)
@@ -658,9 +654,9 @@ def _layer_bytes(pending: PendingFrame, k: int, threads: int, keep: dict | None)
 
 def encoder_threads(encoders: int, cores: int | None = None) -> int:
     """Threads for each of ``encoders`` x264 encoders running beside the network, and for the
-    per-pixel work around it: the cores shared out in ``encoders + 1`` parts, at least one each. x264's own choice (1.5 threads per
-    core, frame-parallel) costs 15 % more CPU a frame, which on a few cores the network then waits
-    for (720p on 2 cores: 9.7 → 8.2 ms of CPU per layer frame)."""
+    per-pixel work around it: the cores shared out in ``encoders + 1`` parts, at least one each.
+    x264's own choice (1.5 threads per core, frame-parallel) costs 15 % more CPU a frame, which on
+    a few cores the network then waits for (720p on 2 cores: 9.7 → 8.2 ms of CPU per layer frame)."""
     return max(1, (usable_cores() if cores is None else cores) // (encoders + 1))
 
 
