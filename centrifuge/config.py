@@ -36,6 +36,12 @@ class TrainConfig:
         written_weight: weight of Eq. 2 on the two outputs ``separate`` writes, the most distant
             pair (``losses.written_pair_losses``; not in the paper). With n > 2 outputs Eq. 2 lets
             the answer pick the best two, and the pair a user gets drifts away from it with training.
+        keep_weight: weight of Eq. 3 between each output and the same output of the ``keep_from``
+            model, on the blends that hold no light (not in the paper; Learning without Forgetting,
+            Li & Hoiem 2016): a fine-tune on lights keeps what its starting model does on two
+            videos, which 1,500 steps on lights alone cost 0.045 of the real-pair ratio (session 38).
+        keep_from: the model the keep term holds to (a bundled model's name, a run folder, checkpoint
+            or .safetensors file, as ``init_weights``); needed when ``keep_weight`` is above 0.
         colour_invariant_weight: weight of Eq. 3 between the matched outputs and their targets after
             the best per-clip, per-channel gain and offset (``losses.colour_invariant_losses``; not
             in the paper): a global colour change of the blend earns nothing under it.
@@ -106,6 +112,8 @@ class TrainConfig:
     exclusion_until: float | None = None
     written_weight: float = 0.0
     colour_invariant_weight: float = 0.0
+    keep_weight: float = 0.0
+    keep_from: str | None = None
     grad_clip: float | None = 5.0
     precision: str = "auto"
     workers: int = 2
@@ -144,6 +152,8 @@ class TrainConfig:
             value = getattr(config, name)
             if not all(v is None or fits(v) for v in (value if isinstance(value, list) else [value])):
                 raise ValueError(f"{name} must be {wanted}, got {value!r}")
+        if config.keep_weight and not config.keep_from:
+            raise ValueError("keep_weight needs keep_from, the model whose outputs it keeps")
         if isinstance(config.alpha, list) and len(config.alpha) != 2:
             raise ValueError(f"alpha must be a number or [low, high], got {config.alpha!r}")
         return config
@@ -162,7 +172,7 @@ _OPTION_RANGES: dict[str, tuple[Any, str]] = {
         "checkpoint_every", "keep_checkpoints", "max_bad_steps")},
     **{name: (lambda v: v >= 0, "at least 0") for name in (
         "workers", "lr", "lr_values", "momentum", "weight_decay", "recomposition_weight", "diversity_weight",
-        "exclusion_weight", "written_weight", "colour_invariant_weight", "lr_milestones")},
+        "exclusion_weight", "written_weight", "colour_invariant_weight", "keep_weight", "lr_milestones")},
     **{name: (_share, "between 0 and 1") for name in (
         "synthetic_fraction", "ordered_weight", "warmup", "layer_blur", "layer_dim", "layer_light",
         "layer_still", "layer_jitter")},

@@ -404,3 +404,16 @@ def light_labels(layers: torch.Tensor, threshold: float = LIGHT_DETAIL) -> torch
     with no detail of its own (:func:`fine_detail` under ``threshold``), else 0."""
     _check_layout(layers, "layers")
     return (fine_detail(layers.float()) < threshold).any(dim=1).float()
+
+
+def keep_loss(outputs: torch.Tensor, kept: torch.Tensor, holds_light: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 between each output and the same output of the model a fine-tune keeps to, summed
+    over outputs and averaged over the blends that hold no light (0 when every blend holds one).
+
+    Args:
+        outputs, kept: ``(B, n, C, T, H, W)``; ``kept`` without gradient.
+        holds_light: ``(B,)``, 1 where a blend holds a light (``light_labels``).
+    """
+    per_example = reconstruction_loss(outputs, kept).sum(dim=1)
+    weights = 1.0 - holds_light.to(per_example.dtype)
+    return (weights * per_example).sum() / weights.sum().clamp_min(1.0)

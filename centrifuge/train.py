@@ -45,7 +45,7 @@ from .synthetic import SyntheticConfig
 from .video import VideoError, find_videos
 from .batched import BatchedPairs, ClipBank, LayerKinds, StepBatches, blend_linear_light
 from .devices import autocast_dtype, resolve_device, use_channels_last
-from .losses import identity_outputs, light_labels, pit_loss
+from .losses import identity_outputs, keep_loss, light_labels, pit_loss
 from .models import CentrifugeNet, ModelConfig, build_model
 
 if TYPE_CHECKING:
@@ -383,6 +383,7 @@ def train_step(
     amp_dtype: torch.dtype | None,
     ddp: Distributed = Distributed(),
     exclusion_weight: float | None = None,
+    kept_model: torch.nn.Module | None = None,
 ) -> StepResult:
     """Blend the layers (Eq. 1), separate, PIT loss (Eq. 2), one optimizer step unless non-finite.
 
@@ -390,6 +391,7 @@ def train_step(
         layers: ``(B, 2, 3, T, H, W)`` on the model's device.
         alpha: ``(B,)``.
         exclusion_weight: this step's weight of the exclusion term (default ``config``'s).
+        kept_model: the frozen ``keep_from`` model of the keep term (``config.keep_weight``).
     """
     blend = blend_linear_light(layers, alpha) if config.linear_light else blend_layers(layers, alpha)
     device_type = layers.device.type
@@ -398,12 +400,18 @@ def train_step(
     light = light_labels(layers) if net is not None else None
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         outputs = model(blend) if light is None else model(blend, light=light)
+        if kept_model is not None:
+            with torch.no_grad():
+                kept = kept_model(blend) if light is None else kept_model(blend, light=light)
     result = pit_loss(outputs.float(), layers, blend=blend, alpha=alpha,
                       recomposition_weight=config.recomposition_weight, diversity_weight=config.diversity_weight,
                       ordered_weight=config.ordered_weight, ordered_contrast=config.ordered_contrast,
                       exclusion_weight=config.exclusion_weight if exclusion_weight is None else exclusion_weight,
                       written_weight=config.written_weight, colour_invariant_weight=config.colour_invariant_weight)
     objective = result.loss
+    if kept_model is not None:
+        holds_light = light if light is not None else light_labels(layers)
+        objective = objective + config.keep_weight * keep_loss(outputs.float(), kept.float(), holds_light)
     if net is not None:
         objective = objective + LIGHT_GATE_WEIGHT * torch.nn.functional.binary_cross_entropy_with_logits(net.light_logit.float(), light)
     optimizer.zero_grad(set_to_none=True)
@@ -566,6 +574,7 @@ def train(
     _move_optimizer_state(optimizer, torch_device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
+    kept_model = _kept_model(config, torch_device, channels_last) if config.keep_weight else None
     train_model = model
     if ddp.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if torch_device.type == "cuda" else model
@@ -648,7 +657,7 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
                 outcome = train_step(train_model, optimizer, layers, alpha, config, amp_dtype, ddp,
-                                     exclusion_weight=exclusion_weight_at(config, step, elapsed))
+                                     exclusion_weight=exclusion_weight_at(config, step, elapsed), kept_model=kept_model)
                 done = time.perf_counter()
                 waited, stepped = waited + got_data - tick, stepped + done - got_data
                 elapsed += done - tick
@@ -767,25 +776,35 @@ def _log_images(writer, model, dataset: LayerPairs, device: torch.device, step: 
     model.train(was_training)
 
 
-def load_initial_weights(model: CentrifugeNet, source: str) -> None:
+def load_initial_weights(model: CentrifugeNet, source: str, option: str = "init_weights") -> None:
     """Start a new run from another run's weights (fine-tuning): a bundled model's name
     (``default``), a run or checkpoint folder or a ``.safetensors`` file; the architectures must
-    match."""
+    match. ``option`` names the setting in errors."""
     from .separate import SeparationError, model_path
 
     try:
         trained = load_trained_model(model_path(source))
     except SeparationError as e:
-        raise TrainingError(f"init_weights {e}") from None
+        raise TrainingError(f"{option} {e}") from None
     except (CheckpointError, OSError, KeyError, ValueError) as e:
-        raise TrainingError(f"init_weights {source}: {e}") from None
+        raise TrainingError(f"{option} {source}: {e}") from None
     grown = dataclasses.replace(trained.config, clip_statistics=model.config.clip_statistics, light_gate=model.config.light_gate)
     if grown != model.config:
-        raise TrainingError(f"init_weights {source}: its model {trained.config} differs from this run's {model.config}")
+        raise TrainingError(f"{option} {source}: its model {trained.config} differs from this run's {model.config}")
     # A model that gains the colour-range branch (and its gate) starts as it was: the branch's output is zero.
     missing, unexpected = model.load_state_dict(trained.state_dict(), strict=False)
     if unexpected or any(not k.startswith(("statistics_head.", "light_head.")) for k in missing):
-        raise TrainingError(f"init_weights {source}: weights {', '.join(unexpected + missing)} do not fit this run's model")
+        raise TrainingError(f"{option} {source}: weights {', '.join(unexpected + missing)} do not fit this run's model")
+
+
+def _kept_model(config: TrainConfig, device: torch.device, channels_last: bool) -> CentrifugeNet:
+    """The keep term's frozen model: ``keep_from``'s weights in this run's architecture. It stays
+    in training mode, so that its BatchNorm normalises each batch as the trained model's does and
+    the term starts at 0 from the same weights (its running statistics are never used)."""
+    kept = CentrifugeNet(model_config_for(config))
+    load_initial_weights(kept, config.keep_from, option="keep_from")
+    kept.requires_grad_(False).to(device).train()
+    return kept.to(memory_format=torch.channels_last_3d) if channels_last else kept
 
 
 def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> CentrifugeNet:

@@ -355,3 +355,18 @@ def test_light_labels_mark_the_blends_that_hold_a_light_and_not_two_real_videos(
     two_videos = torch.stack([torch.stack([clips[i], clips[j]]) for i in range(4) for j in range(4) if i != j])
     assert light_labels(with_light).tolist() == [1.0] * 24
     assert light_labels(two_videos).tolist() == [0.0] * 12
+
+
+def test_the_keep_term_is_zero_on_the_kept_outputs_and_counts_only_blends_without_a_light():
+    from centrifuge.losses import keep_loss
+
+    torch.manual_seed(0)
+    kept = torch.rand(3, 4, 3, 4, 8, 8)
+    moved = kept + 0.1 * torch.randn_like(kept)
+    holds_light = torch.tensor([0.0, 1.0, 0.0])
+    assert float(keep_loss(kept, kept, holds_light)) == 0.0
+    assert torch.allclose(keep_loss(moved, kept, holds_light), reconstruction_loss(moved, kept).sum(dim=1)[[0, 2]].mean())
+    light_moved = kept.clone()
+    light_moved[1] += 1.0  # only the blend that holds a light changed
+    assert float(keep_loss(light_moved, kept, holds_light)) == 0.0
+    assert float(keep_loss(moved, kept, torch.ones(3))) == 0.0

@@ -18,6 +18,7 @@ import centrifuge.checkpoint as ckpt
 import centrifuge.train as train_module
 from centrifuge.checkpoint import CheckpointError, latest_valid_checkpoint, list_checkpoints, load_state, save_checkpoint
 from centrifuge.config import make_config
+from centrifuge.losses import pit_loss
 from centrifuge.models import build_model
 from centrifuge.train import TrainingError, learning_rate, load_trained_model, make_optimizer, train, train_step
 
@@ -527,3 +528,48 @@ def test_a_gated_run_teaches_its_light_head_which_blends_hold_a_light_and_biases
     believed = torch.sigmoid(model.light_logit)  # every blend starts at 0.5
     accuracy = float((believed[:16] > 0.5).float().mean() + (believed[16:] < 0.5).float().mean()) / 2
     assert accuracy >= 0.7 and float(believed[:16].mean() - believed[16:].mean()) > 0.25, believed
+
+
+def test_the_keep_term_holds_a_fine_tune_on_lights_to_its_starting_model_on_two_videos(tmp_path):
+    """A fine-tune whose batches are half lights drifts on blends of two videos; with the keep
+    term toward the model it started from it drifts far less there, and still learns the lights."""
+    import numpy as np
+
+    from centrifuge.losses import keep_loss
+    from centrifuge.synthetic import draw_light, render_light, synthetic_video
+
+    source = tmp_path / "source"
+    train(quick_config("steps=2", "seed=3"), source, progress=False)
+    with pytest.raises(ValueError, match="keep_weight needs keep_from"):
+        quick_config("keep_weight=1")
+    clips = [torch.from_numpy(synthetic_video(seed, 8, 32, 32)).permute(3, 0, 1, 2).float() / 255 for seed in range(12)]
+    rng = np.random.default_rng(0)
+    lights = [render_light(draw_light(rng), 8, 32, 32) for _ in range(12)]
+
+    def pairs(first: int, with_light: bool) -> torch.Tensor:
+        return torch.stack([torch.stack([clips[(first + i) % 12], lights[(first + i) % 12] if with_light else clips[(first + i + 5) % 12]])
+                            for i in range(4)])
+
+    two_videos = pairs(0, False).mean(1)
+    held_lights = pairs(6, True)
+
+    def fine_tune(keep_weight: float) -> tuple[float, float, float]:
+        config = quick_config("lr=1e-4", f"keep_weight={keep_weight}", f"keep_from={source}")
+        kept = train_module._kept_model(config, torch.device("cpu"), False)
+        torch.manual_seed(0)
+        model = load_trained_model(source).train()
+        optimizer = make_optimizer(model, config)
+        with torch.no_grad():
+            before = pit_loss(model(held_lights.mean(1)), held_lights).loss
+        for step in range(40):
+            batch = torch.cat([pairs(step, True), pairs(step + 3, False)])
+            train_step(model, optimizer, batch, torch.full((8,), 0.5), config, None, kept_model=kept if keep_weight else None)
+        with torch.no_grad():
+            drift = keep_loss(model(two_videos), kept(two_videos), torch.zeros(4))
+            after = pit_loss(model(held_lights.mean(1)), held_lights).loss
+        return float(drift), float(before), float(after)
+
+    free_drift, before, free_after = fine_tune(0.0)
+    kept_drift, _, kept_after = fine_tune(3.0)
+    assert kept_drift < 0.5 * free_drift, (kept_drift, free_drift)
+    assert kept_after < before and free_after < before, (before, kept_after, free_after)
