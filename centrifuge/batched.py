@@ -5,7 +5,8 @@ the batched generator, with the layer kinds that real footage has.
   tensor, on the GPU when training there; the paper's augmentation (random spatio-temporal crop,
   random left-right flip) is one batched gather.
 - :class:`LayerKinds`: options fixed over a clip: one layer out of focus (Gaussian σ 1–5 px), one
-  layer dimmer, α from a range, blending in linear light (decode gamma 2.2, blend, encode).
+  layer dimmer, α from a range, blending in linear light (decode gamma 2.2, blend, encode), a real
+  clip's motion shown on a photograph (:mod:`centrifuge.motion`).
 - :class:`BatchedPairs`: example ``i`` of the stream is a pure function of ``(seed, i)``, so the
   global batch of a step is the same whether one process or W make it.
 """
@@ -22,6 +23,7 @@ import torch
 
 from .data import RESIZE_FACTOR, VideoFolder
 from .generator import BatchedGenerator, gaussian_blur_batch, render
+from .motion import backward_flows, carried_photographs, first_frame_positions
 from .synthetic import JITTER_IDENTITY, LightPlan, apply_jitter, draw_focus_and_gain, draw_jitter, draw_light, render_light
 from .video import read_clip
 
@@ -45,6 +47,18 @@ class ClipBank:
         self.frames = torch.from_numpy(frames).to(device)
         self.crop_size = crop_size
         self.paths = [v.path for v in folder.videos]
+        self.flows: torch.Tensor | None = None  # (V, T, 2, H, W) with carry_motion
+        self.photos: torch.Tensor | None = None  # (P, 3, h, w) uint8 with carry_motion
+        self.photo_count, self.photo_size = 0, (0, 0)
+
+    def carry_motion(self, photos: torch.Tensor) -> None:
+        """Measure every video's optical flow (:func:`~centrifuge.motion.backward_flows`) so that
+        its clips can be shown on ``photos`` ``(P, 3, h, w)`` uint8 (:meth:`carried`)."""
+        flows = torch.zeros(*self.frames.shape[:2], 2, *self.frames.shape[2:4])
+        for v, decoded in enumerate(self.decoded):
+            flows[v, : len(decoded), :, : decoded.shape[1], : decoded.shape[2]] = torch.from_numpy(backward_flows(decoded))
+        self.flows, self.photos = flows.to(self.frames.device), photos.to(self.frames.device)
+        self.photo_count, self.photo_size = len(photos), tuple(photos.shape[-2:])
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -52,7 +66,7 @@ class ClipBank:
     def planning_copy(self) -> "ClipBank":
         """A copy that plans clips but holds no frames (for worker processes)."""
         clone = copy.copy(self)
-        clone.frames, clone.decoded = None, None
+        clone.frames, clone.decoded, clone.flows, clone.photos = None, None, None, None
         return clone
 
     @staticmethod
@@ -95,6 +109,29 @@ class ClipBank:
         gathered = self.frames[video, times, rows, cols]  # (N, T, c, c, 3)
         return gathered.permute(0, 4, 1, 2, 3).float() / 255.0
 
+    def plan_photo(self, rng: np.random.Generator, photo: int | None = None) -> tuple[int, float, float, float]:
+        """(photograph, x, y, scale) a carried clip shows: the photograph (random unless given),
+        the photo pixel at the frame's top-left corner and photo pixels per frame pixel, so that a
+        frame sees 60–140 % of the photograph's height."""
+        photo = int(rng.integers(self.photo_count)) if photo is None else photo
+        h, w = self.photo_size
+        scale = float(rng.uniform(0.6, 1.4)) * h / max(size[1] for size in self.sizes)
+        return photo, float(rng.uniform(0, w * 0.5)), float(rng.uniform(0, h * 0.3)), scale
+
+    def carried(self, plans: Sequence[tuple[int, np.ndarray, int, int, bool]], photos: Sequence[tuple[int, float, float, float]]) -> torch.Tensor:
+        """The planned clips' motion on the planned photographs, ``(N, 3, T, crop, crop)``."""
+        device = self.flows.device
+        c = self.crop_size
+        video = torch.tensor([p[0] for p in plans], device=device).view(-1, 1)
+        times = torch.from_numpy(np.stack([p[1] for p in plans])).to(device)
+        positions = first_frame_positions(self.flows[video, times])  # (N, T, H, W, 2), whole frames
+        crops = torch.stack([positions[i, :, top : top + c, left : left + c] for i, (_, _, top, left, _) in enumerate(plans)])
+        origin = torch.tensor([[p[1], p[2]] for p in photos], dtype=torch.float32, device=device)
+        scale = torch.tensor([p[3] for p in photos], dtype=torch.float32, device=device)
+        clips = carried_photographs(self.photos[[p[0] for p in photos]], crops, origin, scale)
+        flips = torch.tensor([p[4] for p in plans], device=device).view(-1, 1, 1, 1, 1)
+        return torch.where(flips, clips.flip(-1), clips)
+
 
 @dataclass(frozen=True)
 class LayerKinds:
@@ -111,6 +148,8 @@ class LayerKinds:
         still: probability that one layer (either) is still, one of its frames repeated.
         jitter: probability that a layer's contrast, colour balance and brightness are changed
             (:func:`~centrifuge.synthetic.draw_jitter`).
+        carried: probability that a real layer keeps its clip's motion and shows a photograph
+            (:meth:`ClipBank.carried`); the two such layers of a pair show one photograph.
     """
 
     alpha: float | tuple[float, float] = 0.5
@@ -122,6 +161,7 @@ class LayerKinds:
     light: float = 0.0
     still: float = 0.0
     jitter: float = 0.0
+    carried: float = 0.0
 
     def draw(self, rng: np.random.Generator) -> tuple[float, np.ndarray, np.ndarray]:
         """α, per-layer blur σ ``(2,)`` (0: sharp) and per-layer gain ``(2,)`` of one example."""
@@ -191,11 +231,11 @@ class BatchedPairs:
     def plan(self, indices: Sequence[int]) -> "BatchPlan":
         """Every random choice of examples ``indices`` (numpy only: cheap to make in CPU worker
         processes and to send to the process that renders on the GPU)."""
-        real_plans, synthetic_plans, slots, still = [], [], [], []
+        real_plans, synthetic_plans, slots, still, carried = [], [], [], [], []
         alphas, sigmas, gains, lights, stilled, jitters = [], [], [], [], [], []
         for i in indices:
             rng = np.random.default_rng([self.seed, int(i)])
-            first_video = None
+            first_video, photo = None, None
             for k in range(2):
                 if rng.random() < self.real_share:
                     choices = [v for v in range(len(self.bank)) if v != first_video] or [first_video]
@@ -203,6 +243,9 @@ class BatchedPairs:
                     first_video = video if k == 0 else first_video
                     real_plans.append(self.bank.plan(video, rng, self.num_frames, self.train))
                     slots.append(("real", len(real_plans) - 1))
+                    if self.kinds.carried and rng.random() < self.kinds.carried and _consecutive(real_plans[-1][1]):
+                        carried.append((len(slots) - 1, self.bank.plan_photo(rng, photo)))
+                        photo = carried[-1][1][0]
                 else:
                     index = int(rng.integers(2**40))
                     synthetic_plans.append(self.generator.plan(index, self.num_frames, self.crop_size, self.crop_size))
@@ -225,7 +268,7 @@ class BatchedPairs:
             gains.append(gain)
         return BatchPlan(real_plans, synthetic_plans, slots, still, np.array(alphas, dtype=np.float32),
                          np.concatenate(sigmas).astype(np.float32), np.concatenate(gains).astype(np.float32), lights, stilled,
-                         _jitter_rows(jitters, 2 * len(alphas)))
+                         _jitter_rows(jitters, 2 * len(alphas)), carried)
 
     def render(self, plan: "BatchPlan") -> dict[str, torch.Tensor]:
         """Make the planned examples on the device of the bank and the generator."""
@@ -236,6 +279,9 @@ class BatchedPairs:
         if plan.synthetic:
             rendered["synthetic"] = render(plan.synthetic, self.generator.bank, self.crop_size, self.crop_size)
         clips = torch.stack([rendered[kind][j] for kind, j in plan.slots])  # (2N, 3, T, H, W)
+        if plan.carried:
+            carried = self.bank.carried([plan.real[plan.slots[s][1]] for s, _ in plan.carried], [p for _, p in plan.carried])
+            clips[[s for s, _ in plan.carried]] = carried
         for s in range(len(plan.slots)):
             if self.frozen[s % 2] or s in plan.stilled:
                 clips[s] = clips[s][:, plan.still[s] : plan.still[s] + 1].clone().expand_as(clips[s])
@@ -262,6 +308,13 @@ class BatchPlan:
     lights: list = field(default_factory=list)  # (layer slot, LightPlan) of the layers that are lights
     stilled: list = field(default_factory=list)  # slots of the layers made still (LayerKinds.still)
     jitter: np.ndarray | None = None  # (2N, 5) photometric change of each layer (LayerKinds.jitter), None without
+    carried: list = field(default_factory=list)  # (layer slot, ClipBank.plan_photo) of the real layers shown on a photograph
+
+
+def _consecutive(times: np.ndarray) -> bool:
+    """Whether a clip's frames follow one another (a short video's bounced clip does not, and its
+    motion is not carried: the flows only go backwards one frame at a time)."""
+    return bool((np.diff(times) == 1).all())
 
 
 def _jitter_rows(jitters: list, layers: int) -> np.ndarray | None:

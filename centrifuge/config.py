@@ -75,6 +75,10 @@ class TrainConfig:
         layer_jitter: probability that a layer's contrast (×0.5–1.5), colour balance (×0.8–1.2 per
             channel) and brightness (±0.2) are changed at random, fixed over the clip (both
             pipelines), so that how a scene looks cannot tell which layer it is.
+        carried_motion: probability that a real training layer keeps its clip's motion (optical
+            flow) and shows a training photograph carried along by it instead of the video's own look
+            (batched pipeline; ``centrifuge.motion``); the two such layers of a pair show one
+            photograph, so that only how they move tells them apart.
         video_zoom: real training clips seen at a magnification drawn log-uniformly between 1 (the
             paper's view: shortest side 1.15 × the crop) and this, from frames decoded at this × the
             usual size (clip-by-clip pipeline only): more distinct views of a few videos.
@@ -136,6 +140,7 @@ class TrainConfig:
     layer_still: float = 0.0
     scene_sprites: bool = False
     layer_jitter: float = 0.0
+    carried_motion: float = 0.0
     video_zoom: float = 1.0
     time_budget: float | None = None
     checkpoint_seconds: float | None = None
@@ -175,7 +180,7 @@ _OPTION_RANGES: dict[str, tuple[Any, str]] = {
         "exclusion_weight", "written_weight", "colour_invariant_weight", "keep_weight", "lr_milestones")},
     **{name: (_share, "between 0 and 1") for name in (
         "synthetic_fraction", "ordered_weight", "warmup", "layer_blur", "layer_dim", "layer_light",
-        "layer_still", "layer_jitter")},
+        "layer_still", "layer_jitter", "carried_motion")},
     **{name: (lambda v: v > 0, "above 0") for name in (
         "grad_clip", "time_budget", "checkpoint_seconds")},
     "alpha": (lambda v: 0 < v < 1, "between 0 and 1 (exclusive)"),

@@ -201,6 +201,10 @@ def choose_pipeline(config: TrainConfig, folder: VideoFolder | None, device: tor
         raise TrainingError(f"pipeline must be auto, batched or loader, not {config.pipeline!r}")
     if config.video_zoom < 1:
         raise TrainingError(f"video_zoom is a magnification of at least 1, not {config.video_zoom}")
+    if config.carried_motion and folder is not None:
+        if config.pipeline == "loader" or config.video_zoom > 1:
+            raise TrainingError("carried_motion works in the batched pipeline only: set pipeline=batched (or auto), without video_zoom")
+        return "batched"
     if config.video_zoom > 1 and folder is not None:
         if config.pipeline == "batched":
             raise TrainingError("video_zoom works in the clip-by-clip pipeline only: set pipeline=loader (or auto)")
@@ -229,6 +233,10 @@ def make_batched_pairs(config: TrainConfig, folder: VideoFolder | None, data_dev
     generator, parts = None, []
     if bank is not None:
         parts.append(f"{len(bank)} real videos held in memory ({real_share:.0%} of layers)")
+        if config.carried_motion:
+            textures = available_photos("train", wallpapers=config.photos == "auto")
+            bank.carry_motion(bank_tensor(textures, *default_bank_size(config.crop_size)))
+            parts.append(f"{config.carried_motion:.0%} of them shown on {len(textures)} training photographs")
     if real_share < 1:
         photos = available_photos("train", wallpapers=config.photos == "auto")
         if bank is not None and config.video_textures:
@@ -238,7 +246,7 @@ def make_batched_pairs(config: TrainConfig, folder: VideoFolder | None, data_dev
         parts.append(f"generated clips of {len(photos)} training photographs ({describe(photos)})")
     kinds = LayerKinds(alpha=tuple(config.alpha) if isinstance(config.alpha, list) else config.alpha, blur=config.layer_blur,
                        dim=config.layer_dim, linear_light=config.linear_light, light=config.layer_light,
-                       still=config.layer_still, jitter=config.layer_jitter)
+                       still=config.layer_still, jitter=config.layer_jitter, carried=config.carried_motion)
     pairs = BatchedPairs(generator, bank, real_share, config.num_frames, config.crop_size, seed=config.seed, kinds=kinds,
                          frozen=(config.frozen, config.frozen))
     return pairs, f"batched pipeline on {data_device.type}: " + " + ".join(parts)

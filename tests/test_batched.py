@@ -181,3 +181,27 @@ def test_layer_jitter_changes_each_layers_look_as_drawn_in_both_pipelines_and_no
     assert all(all(differs(plain[i], jittered[i])) for i in range(6))
     none = BatchedPairs(generator, None, 0.0, 4, 32, kinds=LayerKinds(jitter=0.0)).plan(range(6))
     assert none.jitter is None  # without jitter, no draw: the stream is the one it was
+
+
+def test_carried_layers_move_as_their_clip_does_and_the_two_of_a_pair_show_one_photograph(two_videos, tmp_path):
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / name).symlink_to(two_videos / name)
+    write_video(tmp_path / "c.mp4", moving_frames(30, 48, 64, seed=4))
+    bank = ClipBank(VideoFolder(tmp_path, cache=False), crop_size=32)
+    bank.carry_motion(bank_tensor(available_photos("train"), *default_bank_size(32)))
+    pairs = BatchedPairs(None, bank, 1.0, 8, 32, seed=3, kinds=LayerKinds(carried=1.0))
+    plan = pairs.plan(range(12))
+    assert plan.carried == pairs.planner().plan(range(12)).carried  # planned alike without any frame
+    carried = dict(plan.carried)
+    for slot, (kind, j) in enumerate(plan.slots):
+        consecutive = bool((np.diff(plan.real[j][1]) == 1).all())
+        assert (slot in carried) == consecutive  # the 6-frame video's bounced clips are not carried
+    shared = [(s, s + 1) for s in range(0, 24, 2) if s in carried and s + 1 in carried]
+    assert shared and all(carried[a][0] == carried[b][0] for a, b in shared)
+    layers = pairs.render(plan)["layers"].flatten(0, 1)
+    own = bank.clips(plan.real)
+    for slot in carried:
+        assert (layers[slot] - own[plan.slots[slot][1]]).abs().mean() > 0.05  # not the video's own look
+        assert (layers[slot][:, -1] - layers[slot][:, 0]).abs().mean() > 0.02  # but it moves
+    for slot in set(range(24)) - set(carried):
+        assert torch.equal(layers[slot], own[plan.slots[slot][1]])

@@ -439,7 +439,7 @@ def test_weights_and_checkpoints_are_written_with_the_umask_permissions_not_owne
     assert ckpt.load_weights(tmp_path / "sharded" / "m.safetensors").keys() == tensors.keys()
 
 
-def test_video_zoom_takes_the_clip_by_clip_pipeline_and_refuses_the_batched_one(tmp_path):
+def test_video_zoom_takes_the_clip_by_clip_pipeline_and_carried_motion_the_batched_one(tmp_path):
     from centrifuge.config import TrainConfig
     from centrifuge.train import choose_pipeline
     from centrifuge.data import VideoFolder
@@ -456,6 +456,10 @@ def test_video_zoom_takes_the_clip_by_clip_pipeline_and_refuses_the_batched_one(
         choose_pipeline(TrainConfig(data=str(tmp_path), video_zoom=2.0, pipeline="batched"), folder, cpu)
     with pytest.raises(TrainingError, match="at least 1"):
         choose_pipeline(TrainConfig(data=str(tmp_path), video_zoom=0.5), folder, cpu)
+    assert choose_pipeline(TrainConfig(data=str(tmp_path), carried_motion=0.5), folder, cpu) == "batched"
+    for refused in ({"pipeline": "loader"}, {"video_zoom": 2.0}):
+        with pytest.raises(TrainingError, match="carried_motion works in the batched pipeline only"):
+            choose_pipeline(TrainConfig(data=str(tmp_path), carried_motion=0.5, **refused), folder, cpu)
 
 
 def test_a_config_takes_whole_floats_as_ints_and_ints_as_floats_and_names_a_mistyped_option():
