@@ -2,7 +2,7 @@
 look names no scene.
 
 The networks learn the few training videos' scenes, not a rule that reaches others (docs/results.md,
-"The network learns scenes, not a rule"). A re-textured layer keeps what a real clip does, its
+"The network learns scenes, not a rule"). A carried layer keeps what a real clip does, its
 camera, its objects and where they go, measured as optical flow, and shows it as a photograph
 carried along by that flow, so that an object is there only in how it moves (a random-dot
 kinematogram made of a photograph). Two such layers of one pair share a photograph, so that only

@@ -231,14 +231,15 @@ def make_batched_pairs(config: TrainConfig, folder: VideoFolder | None, data_dev
     real_share = 0.0 if folder is None else 1.0 - config.synthetic_fraction
     bank = ClipBank(folder, config.crop_size, data_device) if folder is not None and real_share > 0 else None
     generator, parts = None, []
+    carried = bank is not None and config.carried_motion > 0
+    training_photos = available_photos("train", wallpapers=config.photos == "auto") if carried or real_share < 1 else []
     if bank is not None:
         parts.append(f"{len(bank)} real videos held in memory ({real_share:.0%} of layers)")
-        if config.carried_motion:
-            textures = available_photos("train", wallpapers=config.photos == "auto")
-            bank.carry_motion(bank_tensor(textures, *default_bank_size(config.crop_size)))
-            parts.append(f"{config.carried_motion:.0%} of them shown on {len(textures)} training photographs")
+        if carried:
+            bank.carry_motion(bank_tensor(training_photos, *default_bank_size(config.crop_size)))
+            parts.append(f"{config.carried_motion:.0%} of them shown on {len(training_photos)} training photographs")
     if real_share < 1:
-        photos = available_photos("train", wallpapers=config.photos == "auto")
+        photos = list(training_photos)
         if bank is not None and config.video_textures:
             photos += video_textures(bank.decoded)
         generator = BatchedGenerator(bank_tensor(photos, *default_bank_size(config.crop_size)), data_device, seed=config.seed,
