@@ -225,7 +225,8 @@ class BatchedPairs:
         return clone
 
     def examples(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Examples ``indices`` of the stream: ``layers`` ``(N, 2, 3, T, H, W)`` and ``alpha`` ``(N,)``."""
+        """Examples ``indices`` of the stream: ``layers`` ``(N, 2, 3, T, H, W)``, ``alpha`` ``(N,)`` and
+        ``carried`` ``(N,)`` bool, whether a layer of the example is carried (``LayerKinds.carried``)."""
         return self.render(self.plan(indices))
 
     def plan(self, indices: Sequence[int]) -> "BatchPlan":
@@ -291,7 +292,9 @@ class BatchedPairs:
         if plan.jitter is not None:
             clips = apply_jitter(clips, torch.from_numpy(plan.jitter))
         n = len(plan.alpha)
-        return {"layers": clips.view(n, 2, *clips.shape[1:]), "alpha": torch.from_numpy(plan.alpha).to(device)}
+        carried = torch.zeros(n, dtype=torch.bool, device=device)
+        carried[[s // 2 for s, _ in plan.carried]] = True
+        return {"layers": clips.view(n, 2, *clips.shape[1:]), "alpha": torch.from_numpy(plan.alpha).to(device), "carried": carried}
 
 
 @dataclass

@@ -170,6 +170,7 @@ def pit_loss(
     exclusion_weight: float = 0.0,
     written_weight: float = 0.0,
     colour_invariant_weight: float = 0.0,
+    written_mask: torch.Tensor | None = None,
 ) -> PITResult:
     """Eq. 2: the minimum over injective assignments of the summed per-target losses.
 
@@ -195,6 +196,8 @@ def pit_loss(
             blend, with every edge in both, cannot avoid.
         written_weight: weight of ``written_pair_losses``, Eq. 2 on the two outputs ``separate``
             writes (not in the paper; k = 2): it ties the pair a user gets to the answer.
+        written_mask: ``(B,)`` bool, the examples the written-pair term counts (default: all);
+            the term is their mean, 0 when none is counted.
         colour_invariant_weight: weight of ``colour_invariant_losses`` for the matched outputs (not
             in the paper): structure is rewarded, a global colour change of the blend is not.
 
@@ -247,7 +250,11 @@ def pit_loss(
         pairs = [exclusion_loss(picked[:, i], picked[:, j]) for i in range(k) for j in range(i + 1, k)]
         loss = loss + exclusion_weight * torch.stack(pairs).mean()
     if written_weight:
-        loss = loss + written_weight * written_pair_losses(outputs, targets).mean()
+        written = written_pair_losses(outputs, targets)
+        if written_mask is not None:
+            written = written[written_mask.to(written.device)]
+        if len(written):
+            loss = loss + written_weight * written.mean()
     if colour_invariant_weight:
         loss = loss + colour_invariant_weight * colour_invariant_losses(outputs, targets, assignment).sum(dim=1).mean()
     return PITResult(loss=loss, per_example=per_example, assignment=assignment, costs=costs)

@@ -393,6 +393,7 @@ def train_step(
     ddp: Distributed = Distributed(),
     exclusion_weight: float | None = None,
     kept_model: torch.nn.Module | None = None,
+    carried: torch.Tensor | None = None,
 ) -> StepResult:
     """Blend the layers (Eq. 1), separate, PIT loss (Eq. 2), one optimizer step unless non-finite.
 
@@ -401,6 +402,8 @@ def train_step(
         alpha: ``(B,)``.
         exclusion_weight: this step's weight of the exclusion term (default ``config``'s).
         kept_model: the frozen ``keep_from`` model of the keep term (``config.keep_weight``).
+        carried: ``(B,)`` bool, the blends with a carried layer (the batched pipeline's
+            ``carried``); with ``config.written_on_carried`` off the written-pair term skips them.
     """
     blend = blend_linear_light(layers, alpha) if config.linear_light else blend_layers(layers, alpha)
     device_type = layers.device.type
@@ -416,7 +419,8 @@ def train_step(
                       recomposition_weight=config.recomposition_weight, diversity_weight=config.diversity_weight,
                       ordered_weight=config.ordered_weight, ordered_contrast=config.ordered_contrast,
                       exclusion_weight=config.exclusion_weight if exclusion_weight is None else exclusion_weight,
-                      written_weight=config.written_weight, colour_invariant_weight=config.colour_invariant_weight)
+                      written_weight=config.written_weight, colour_invariant_weight=config.colour_invariant_weight,
+                      written_mask=None if config.written_on_carried or carried is None else ~carried)
     objective = result.loss
     if kept_model is not None:
         holds_light = light if light is not None else light_labels(layers)
@@ -666,7 +670,8 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
                 outcome = train_step(train_model, optimizer, layers, alpha, config, amp_dtype, ddp,
-                                     exclusion_weight=exclusion_weight_at(config, step, elapsed), kept_model=kept_model)
+                                     exclusion_weight=exclusion_weight_at(config, step, elapsed), kept_model=kept_model,
+                                     carried=batch["carried"].to(torch_device) if "carried" in batch else None)
                 done = time.perf_counter()
                 waited, stepped = waited + got_data - tick, stepped + done - got_data
                 elapsed += done - tick

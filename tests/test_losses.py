@@ -284,6 +284,26 @@ def test_written_pair_losses_score_the_most_distant_pair_even_where_eq2_picks_an
     assert float(with_term.per_example[0]) == pytest.approx(0.0, abs=1e-6)  # Eq. 2 is still reported alone
 
 
+def test_the_written_mask_counts_the_written_pair_term_on_the_chosen_blends_only():
+    torch.manual_seed(0)
+    targets = torch.rand(2, 2, 3, 2, 6, 6)
+    blend = targets.mean(dim=1)
+    # blend 0: the most distant pair is a darker and a lighter copy; blend 1: it is the true layers
+    outputs = torch.stack([torch.stack([0.1 * blend[0], blend[0] + 0.8, targets[0, 1], targets[0, 0]]),
+                           torch.stack([targets[1, 0] - 0.6, targets[1, 1] + 0.6, targets[1, 1], targets[1, 0]])])
+    written = written_pair_losses(outputs, targets)
+    assert float(written[0]) > 0.1 and float(written[1]) > 0.1 and float(written[0]) != pytest.approx(float(written[1]))
+    plain = float(pit_loss(outputs, targets).loss)
+
+    def term(mask) -> float:
+        return float(pit_loss(outputs, targets, written_weight=0.5, written_mask=mask).loss) - plain
+
+    assert term(None) == pytest.approx(0.5 * float(written.mean()), rel=1e-5)
+    assert term(torch.tensor([True, False])) == pytest.approx(0.5 * float(written[0]), rel=1e-5)  # the mean of the counted
+    assert term(torch.tensor([False, True])) == pytest.approx(0.5 * float(written[1]), rel=1e-5)
+    assert term(torch.tensor([False, False])) == pytest.approx(0.0, abs=1e-7)
+
+
 def test_written_weight_pulls_the_written_pair_onto_the_layers_that_eq2_alone_leaves_free():
     torch.manual_seed(1)
     targets = torch.rand(2, 2, 3, 2, 8, 8)

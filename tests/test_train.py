@@ -245,6 +245,25 @@ def test_a_non_finite_loss_skips_the_step_and_leaves_parameters_unchanged():
     assert not optimizer.state  # Adam took no step
 
 
+def test_the_written_pair_term_skips_blends_with_a_carried_layer_when_written_on_carried_is_off():
+    layers = torch.rand(2, 2, 3, 8, 32, 32)
+    alpha = torch.full((2,), 0.5)
+
+    def objective_and_loss(carried, *overrides: str) -> tuple[float, float]:
+        torch.manual_seed(0)
+        outcome = train_step(_tiny_model(), torch.optim.SGD(_tiny_model().parameters(), lr=0.0), layers, alpha,
+                             quick_config("written_weight=1.0", *overrides), None, carried=carried)
+        return outcome.objective, outcome.loss
+
+    both = torch.tensor([True, True])
+    objective, loss = objective_and_loss(both)  # on by default: carried blends count
+    assert objective >= 2 * loss - 1e-6
+    objective, loss = objective_and_loss(both, "written_on_carried=false")
+    assert objective == pytest.approx(loss, rel=1e-6)  # every blend carried: no written term
+    assert objective_and_loss(torch.tensor([False, True]), "written_on_carried=false")[0] > loss  # the other blend counts
+    assert objective_and_loss(None, "written_on_carried=false")[0] >= 2 * loss - 1e-6  # a pipeline without carried layers
+
+
 def test_one_non_finite_gradient_under_a_finite_loss_skips_the_step_and_names_the_parameter():
     model = _tiny_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
