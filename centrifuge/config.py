@@ -37,9 +37,9 @@ class TrainConfig:
             pair (``losses.written_pair_losses``; not in the paper). With n > 2 outputs Eq. 2 lets
             the answer pick the best two, and the pair a user gets drifts away from it with training.
         written_on_carried: whether the written-pair term also counts blends with a carried layer
-            (``carried_motion``). Two carried layers of a pair show one photograph, so the pair
-            farthest apart in pixels need not be the answer's; 1,500 steps of carried layers with
-            the term lost 0.036 on real pairs where the same steps without it gained 0.016 (session 39).
+            (``carried_motion``), whose two layers show one photograph. With carried layers the
+            term cost real pairs 0.036 (session 39); without those blends it still cost 0.028
+            (session 40), so they were not the cause.
         keep_weight: weight of Eq. 3 between each output and the same output of the ``keep_from``
             model, on the blends that hold no light (not in the paper; Learning without Forgetting,
             Li & Hoiem 2016): a fine-tune on lights keeps what its starting model does on two

@@ -200,9 +200,9 @@ def test_carried_layers_move_as_their_clip_does_and_the_two_of_a_pair_show_one_p
     assert shared and all(carried[a][0] == carried[b][0] for a, b in shared)
     # each example says whether a layer of it is carried (the written-pair term may skip those)
     some = BatchedPairs(None, bank, 1.0, 8, 32, seed=3, kinds=LayerKinds(carried=0.3))
-    half = some.plan(range(12))
-    flags = some.render(half)["carried"].tolist()
-    assert flags == [any(s // 2 == b for s, _ in half.carried) for b in range(12)] and any(flags) and not all(flags)
+    some_plan = some.plan(range(12))
+    flags = some.render(some_plan)["carried"].tolist()
+    assert flags == [any(s // 2 == b for s, _ in some_plan.carried) for b in range(12)] and any(flags) and not all(flags)
     layers = pairs.render(plan)["layers"].flatten(0, 1)
     own = bank.clips(plan.real)
     for slot in carried:

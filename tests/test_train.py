@@ -251,7 +251,8 @@ def test_the_written_pair_term_skips_blends_with_a_carried_layer_when_written_on
 
     def objective_and_loss(carried, *overrides: str) -> tuple[float, float]:
         torch.manual_seed(0)
-        outcome = train_step(_tiny_model(), torch.optim.SGD(_tiny_model().parameters(), lr=0.0), layers, alpha,
+        model = _tiny_model()
+        outcome = train_step(model, torch.optim.SGD(model.parameters(), lr=0.0), layers, alpha,
                              quick_config("written_weight=1.0", *overrides), None, carried=carried)
         return outcome.objective, outcome.loss
 
